@@ -1,0 +1,71 @@
+# kvtestbed — make targets. `make demo` and `make test` are the two entry points.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+INVENTORY ?= inventory/lab
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help deps venv install lint unit integration lab-test molecule test demo bench lab-up lab-down lab-status deploy clean
+
+help:
+	@echo "make demo   - venv, install, lab up, deploy (needs root)"
+	@echo "make test   - the whole test suite: lint, unit, integration, lab and Molecule checks (needs root)"
+	@echo "make bench  - benchmarks (ratios measured side by side)"
+	@echo "make lab-up | lab-down | lab-status | deploy"
+
+deps:
+	bash tools/install-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv install: $(VENV)/.installed
+
+lint: install
+	$(BIN)/ruff check agents tests loadtests plugins roles tools
+	$(BIN)/ansible-lint -q playbooks roles
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+integration: install
+	$(BIN)/pytest -q -m integration tests/integration
+
+lab-test: install
+	$(BIN)/pytest -q tests/lab
+
+molecule: install
+	bash tools/molecule-all.sh
+
+test: deps install
+	$(MAKE) lint
+	$(BIN)/pytest -q tests/unit tests/integration
+	$(BIN)/pytest -q tests/lab
+	bash tools/molecule-all.sh
+
+demo: deps install
+	$(BIN)/kvtestbed lab up
+	$(BIN)/kvtestbed deploy
+	$(BIN)/kvtestbed lab status
+
+bench: deps install
+	$(BIN)/pytest -q -m bench tests/bench -s
+
+lab-up: install
+	$(BIN)/kvtestbed lab up
+
+lab-down: install
+	$(BIN)/kvtestbed lab down
+
+lab-status: install
+	$(BIN)/kvtestbed lab status
+
+deploy: install
+	$(BIN)/kvtestbed deploy --inventory $(INVENTORY)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The agent services: one process per workload agent, measured with HdrHistogram and Prometheus."""

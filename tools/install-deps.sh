@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the controller's system packages: what the lab, the tests and the benchmarks start for real.
+# The Debian mirror is the machine's own (its apt sources); nothing here names a registry.
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get)" >&2; exit 2; }
+
+packages=(systemd-container debootstrap nftables iproute2 openssh-client rsync python3-venv
+          redis-server redis-tools nats-server)
+missing=()
+for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
+
+# Valkey 8 comes from bookworm-backports: add that suite on the mirror this machine already uses.
+backports=/etc/apt/sources.list.d/kvtestbed-backports.sources
+if ! dpkg-query -W -f='${Status}' valkey-server 2>/dev/null | grep -q 'install ok installed'; then
+  missing+=(valkey-server)
+  if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    mirror=$(python3 "$(dirname "$0")/../roles/lab/files/debian_mirror.py")
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      "$mirror" > "$backports"
+  fi
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  pkgs=("${missing[@]/valkey-server/}")
+  apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  if printf '%s\n' "${missing[@]}" | grep -qx valkey-server; then
+    apt-get install -y -qq -t bookworm-backports valkey-server >/dev/null
+  fi
+fi
+# Debian's packages start their daemons where systemd runs; tests start their own on free ports.
+for unit in redis-server valkey-server nats-server; do
+  systemctl disable --now "$unit" >/dev/null 2>&1 || true
+done
+echo "install-deps: ok"
