@@ -5,7 +5,7 @@ set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get)" >&2; exit 2; }
 
 packages=(systemd-container debootstrap nftables iproute2 openssh-client rsync python3-venv
-          redis-server redis-tools nats-server)
+          redis-server redis-tools nats-server chrony)
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
 
@@ -14,7 +14,7 @@ backports=/etc/apt/sources.list.d/kvtestbed-backports.sources
 if ! dpkg-query -W -f='${Status}' valkey-server 2>/dev/null | grep -q 'install ok installed'; then
   missing+=(valkey-server)
   if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    mirror=$(python3 "$(dirname "$0")/../roles/lab/files/debian_mirror.py")
+    mirror=$(python3 "$(dirname "$0")/../roles/lab/module_utils/lab_debian_mirror.py")
     printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
       "$mirror" > "$backports"
   fi
