@@ -114,7 +114,7 @@ class ExpiryConsumerSettings:
 class WorkerSettings:
     name: str = ""  # default: hostname-pid
     durable: str = "expiry-workers"
-    batch: int = 10  # messages per fetch; small batches spread work evenly across workers
+    batch: int = 1  # messages per fetch: 1 spreads work evenly across workers, more buys throughput
     fetch_timeout_s: float = 1.0
     work_ms: float = 0.0  # simulated processing time per message
     ack_wait_s: float = 30.0
