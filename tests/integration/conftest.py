@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from agentproc import AgentProcess
 from servers import (
     NatsServer,
     RedisCluster,
@@ -90,3 +91,20 @@ def nats_cluster_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[l
     binary = _need(nats_server_binary(), "nats-server")
     with nats_cluster(binary, tmp_path_factory.mktemp("nats-cluster")) as servers:
         yield servers
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    """start(kind, config, name=None, env=None) -> a running agent process; all killed at teardown."""
+    started: list[AgentProcess] = []
+
+    def start(
+        kind: str, config: dict[str, object], name: str | None = None, env: dict[str, str] | None = None
+    ) -> AgentProcess:
+        agent = AgentProcess(kind, config, tmp_path / "agents", name=name)
+        started.append(agent)
+        return agent.start(env=env)
+
+    yield start
+    for agent in started:
+        agent.kill()

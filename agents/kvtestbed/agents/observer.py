@@ -16,6 +16,7 @@ One listener runs synchronously (redis-py pub/sub in a thread), one on the async
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -30,6 +31,8 @@ from typing import Any, Literal
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from kvtestbed.agents.clock import ClockSample, measure_offset
 from kvtestbed.agents.config import ConfigError, RedisEndpoint, ServiceConfig
@@ -102,26 +105,44 @@ class ObserverConfig:
 CONFIG_MODEL = ObserverConfig
 
 
+# How many earlier write times each value carries, so a listener whose GET already returned a newer
+# version can still time the write its notification was for (see seqtrack attribution).
+HISTORY = 32
+
+
 @dataclass(frozen=True)
 class Version:
     seq: int
     wall_ns: int
     writer_offset_ns: int
     run_id: str
+    history: tuple[int, ...] = ()  # wall_ns of seq-1, seq-2, ...
+
+    def wall_of(self, seq: int) -> int | None:
+        if seq == self.seq:
+            return self.wall_ns
+        back = self.seq - seq - 1
+        return self.history[back] if 0 <= back < len(self.history) else None
 
 
-def encode_value(seq: int, wall_ns: int, offset_ns: int, run_id: str, payload: bytes) -> bytes:
-    return b"%d:%d:%d:%s:%s" % (seq, wall_ns, offset_ns, run_id.encode(), payload)
+def encode_value(
+    seq: int, wall_ns: int, offset_ns: int, run_id: str, payload: bytes, history: Iterable[int] = ()
+) -> bytes:
+    """``seq:wall_ns:offset_ns:run_id:d1,d2,..:payload`` with d_i = wall_ns - wall of seq-i (ns)."""
+    deltas = b",".join(b"%d" % (wall_ns - w) for w in history)
+    return b"%d:%d:%d:%s:%s:%s" % (seq, wall_ns, offset_ns, run_id.encode(), deltas, payload)
 
 
 def decode_value(raw: bytes | None) -> Version | None:
     if not raw:
         return None
-    parts = raw.split(b":", 4)
-    if len(parts) != 5:
+    parts = raw.split(b":", 5)
+    if len(parts) != 6:
         return None
     try:
-        return Version(int(parts[0]), int(parts[1]), int(parts[2]), parts[3].decode())
+        wall = int(parts[1])
+        history = tuple(wall - int(d) for d in parts[4].split(b",")) if parts[4] else ()
+        return Version(int(parts[0]), wall, int(parts[2]), parts[3].decode(), history)
     except (ValueError, UnicodeDecodeError):
         return None
 
@@ -253,6 +274,7 @@ class ObserverAgent(AgentBase):
         key = self.config.key.encode()
         conn: RespConnection | None = None
         seq = 0
+        history: collections.deque[int] = collections.deque(maxlen=HISTORY)
         next_t = time.monotonic()
         try:
             while not stop.is_set() and (cfg.count == 0 or seq < cfg.count):
@@ -270,7 +292,7 @@ class ObserverAgent(AgentBase):
                     self._sent[seq] = wall
                     self._sent.pop(seq - self._sent_limit, None)
                     await conn.execute(
-                        b"SET", key, encode_value(seq, wall, offset, self.run_id, self._payload)
+                        b"SET", key, encode_value(seq, wall, offset, self.run_id, self._payload, history)
                     )
                 except RESP_ERRORS as exc:
                     # Retry the same seq later: a failed write must not look like a lost notification.
@@ -284,6 +306,7 @@ class ObserverAgent(AgentBase):
                     next_t = time.monotonic()
                     continue
                 self.write_latency.record_us((time.time_ns() - wall) // 1000)
+                history.appendleft(wall)
                 self.writes += 1
                 if self.writer_tracker.is_down:
                     log.info("writer reconnected to %s", cfg.endpoint.label())
@@ -324,22 +347,26 @@ class ObserverAgent(AgentBase):
 
     # -- listeners ---------------------------------------------------------------------------------
     def _record(self, state: _ListenerState, raw: bytes | None, t_notif: int, t_read: int) -> int | None:
-        """Account one read; returns the seq to acknowledge, or None."""
+        """Account one notification's read; returns the seq to acknowledge (the attributed one), or None.
+
+        notify latency: for the version this notification was for (even if the GET saw a newer one);
+        read latency: for each version actually read, once.
+        """
         version = decode_value(raw)
         if version is None:
             state.seq.on_unreadable()
             return None
-        kind = state.seq.on_read(version.run_id, version.seq)
-        if kind in (ReadKind.REPEAT, ReadKind.STALE):
-            return None
+        kind, attributed = state.seq.on_read(version.run_id, version.seq, HISTORY)
         name = state.config.name
-        # Only when the read version is the one this notification was for is notify latency meaningful.
-        if kind in (ReadKind.FIRST, ReadKind.NEXT):
-            self.notify_latency.record_us((t_notif - version.wall_ns) // 1000, listener=name)
-        self.read_latency.record_us((t_read - version.wall_ns) // 1000, listener=name)
+        if kind not in (ReadKind.REPEAT, ReadKind.STALE):
+            self.read_latency.record_us((t_read - version.wall_ns) // 1000, listener=name)
         if self.clock is not None:
             state.offset_ns = self.clock.offset_ns - version.writer_offset_ns
-        return version.seq
+        wall = version.wall_of(attributed) if attributed is not None else None
+        if wall is None:
+            return None
+        self.notify_latency.record_us((t_notif - wall) // 1000, listener=name)
+        return attributed
 
     def _baseline(self, state: _ListenerState, raw: bytes | None) -> None:
         version = decode_value(raw)
@@ -410,9 +437,14 @@ class ObserverAgent(AgentBase):
         ack_channel = f"{self.config.key}:ack"
         backoff = Backoff()
         while not done.is_set():
-            sub = redis.Redis(**redis_kwargs(cfg.endpoint))
-            reader = redis.Redis(**redis_kwargs(cfg.endpoint))
-            acker = redis.Redis(**redis_kwargs(self.config.writer.endpoint)) if cfg.ack else None
+            # No redis-py retries: its pub/sub would silently reconnect and hide the outage from us.
+            sub = redis.Redis(**redis_kwargs(cfg.endpoint, retry=Retry(NoBackoff(), 0)))
+            reader = redis.Redis(**redis_kwargs(cfg.endpoint, retry=Retry(NoBackoff(), 0)))
+            acker = (
+                redis.Redis(**redis_kwargs(self.config.writer.endpoint, retry=Retry(NoBackoff(), 0)))
+                if cfg.ack
+                else None
+            )
             pubsub = sub.pubsub()
             try:
                 if self.config.configure_notifications:

@@ -12,6 +12,13 @@ write and reads the key. Four different things can go wrong and are counted sepa
 Missed and duplicates compare notifications received after the first read with the writes between
 the first and the last seq read, so they are exact once the listener has caught up (after drain).
 A new writer run (different run id) closes the window and starts another.
+
+Attribution: notifications of one connection arrive in write order, so the k-th notification of a
+window belongs to version first + k. on_read returns that version alongside the read's kind, so a
+listener can time every write (from the history of write times carried in the value) even when
+the GET already returned a newer version. If the read is older than the attributed version
+(duplicate notifications) nothing is attributed; if it is more than ``history`` versions ahead
+(missed notifications), attribution jumps to the version read.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ class _Window:
     repeat_reads: int = 0
     stale_reads: int = 0
     versions: int = 1
+    attributed: int = -1  # the version the previous notification was attributed to
 
     @property
     def expected(self) -> int:
@@ -86,18 +94,30 @@ class SeqTracker:
                 self._fresh = True
                 return
             self._run_id = run_id
-            self._window = _Window(first=seq, last=seq, versions=0)
+            self._window = _Window(first=seq, last=seq, versions=0, attributed=seq)
 
-    def on_read(self, run_id: str, seq: int) -> ReadKind:
+    def on_read(self, run_id: str, seq: int, history: int = 0) -> tuple[ReadKind, int | None]:
+        """Account a read of ``seq``; returns its kind and the version this notification is attributed to."""
         with self._lock:
-            return self._on_read(run_id, seq)
+            kind = self._on_read(run_id, seq)
+            window = self._window
+            assert window is not None
+            if window.attributed < 0:
+                window.attributed = seq - 1
+            candidate = window.attributed + 1
+            if candidate > seq:
+                return kind, None
+            if seq - candidate > history:
+                candidate = seq
+            window.attributed = candidate
+            return kind, candidate
 
     def _on_read(self, run_id: str, seq: int) -> ReadKind:
         window = self._window
         if window is None or run_id != self._run_id:
             if window is None and self._fresh:
                 # Subscribed before this writer's first write: every notification so far is its.
-                window = _Window(first=0, last=0, notifications=self.notifications, versions=0)
+                window = _Window(first=0, last=0, notifications=self.notifications, versions=0, attributed=0)
             elif window is None:
                 window = _Window(first=seq, last=seq, versions=1)
                 self._run_id, self._window = run_id, window
@@ -105,7 +125,7 @@ class SeqTracker:
             else:
                 # A new writer run (restarted writer, seq from 1): this notification is the new run's.
                 self._close()
-                window = _Window(first=0, last=0, notifications=1, versions=0)
+                window = _Window(first=0, last=0, notifications=1, versions=0, attributed=0)
             self._fresh = False
             self._run_id, self._window = run_id, window
         if seq == window.last + 1:
