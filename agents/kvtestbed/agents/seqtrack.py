@@ -123,7 +123,9 @@ class SeqTracker:
                 self._run_id, self._window = run_id, window
                 return ReadKind.FIRST
             else:
-                # A new writer run (restarted writer, seq from 1): this notification is the new run's.
+                # A new writer run (restarted writer, seq from 1): this notification is the new run's,
+                # not the old window's (on_notification counted it there).
+                window.notifications -= 1
                 self._close()
                 window = _Window(first=0, last=0, notifications=1, versions=0, attributed=0)
             self._fresh = False
