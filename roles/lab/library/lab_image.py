@@ -73,7 +73,12 @@ def build(module, target, params):
         run(["chroot", staging, "/bin/sh", "-ec", ". /root/.lab-setup.env; . /root/.lab-setup.sh"])
         os.remove(setup_path)
         os.remove(env_file)
-        os.rename(staging, target)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not os.path.isdir(target):
+                raise
+            _remove_tree(staging)  # another lab built the same recipe meanwhile: theirs is as good
     except Exception as exc:  # noqa: BLE001 - any failure must leave no half image behind
         _remove_tree(staging)
         module.fail_json(msg="base image build failed: %s" % str(exc).splitlines()[0])

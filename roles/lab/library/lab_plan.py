@@ -28,6 +28,10 @@ options:
     description: The controller's address on the lab bridge; empty for the subnet's first address.
     type: str
     default: ""
+  lab_name:
+    description: Name of the lab (names its state directory and nftables table).
+    type: str
+    default: default
   profiles:
     description: Hardware profiles by name (memory_mb, cpu_quota_percent, link_mbit, emulates).
     type: dict
@@ -76,9 +80,14 @@ def _profile(name, profiles):
     }
 
 
-def build_plan(hosts, subnet, gateway, profiles, is_root=True, validate_hosts=True):
+LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
+
+
+def build_plan(hosts, subnet, gateway, profiles, is_root=True, validate_hosts=True, lab_name="default"):
     if not is_root:
         raise PlanError("the lab needs root (it creates a bridge, nftables rules and containers): run as root")
+    if not LAB_NAME_RE.match(lab_name):
+        raise PlanError("lab_name %r: use lowercase letters, digits and '_' (at most 20, a letter first)" % lab_name)
     try:
         network = ipaddress.ip_network(subnet, strict=True)
     except ValueError as exc:
@@ -138,6 +147,7 @@ def main():
             hosts=dict(type="list", elements="dict", required=True),
             subnet=dict(type="str", required=True),
             gateway=dict(type="str", default=""),
+            lab_name=dict(type="str", default="default"),
             profiles=dict(type="dict", required=True),
             validate_hosts=dict(type="bool", default=True),
             require_root=dict(type="bool", default=True),
@@ -148,7 +158,7 @@ def main():
     try:
         plan = build_plan(params["hosts"], params["subnet"], params["gateway"], params["profiles"],
                           is_root=(os.geteuid() == 0 or not params["require_root"]),
-                          validate_hosts=params["validate_hosts"])
+                          validate_hosts=params["validate_hosts"], lab_name=params["lab_name"])
     except PlanError as exc:
         module.fail_json(msg="invalid lab inventory: %s" % exc)
     module.exit_json(changed=False, plan=plan)
