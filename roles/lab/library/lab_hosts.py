@@ -43,6 +43,9 @@ hosts: {description: Per host state (runtime, pid, limits applied, boot seconds)
 """
 
 NEEDLE = "systemd-nspawn"
+# nspawn keeps a per-machine directory here; one left by a killed nspawn makes the next start refuse
+# ("Attempted to remove disk file system") where /run is not a tmpfs
+PROPAGATE_DIR = "/run/systemd/nspawn/propagate"
 
 
 def unit_name(name):
@@ -96,8 +99,15 @@ class Host(object):
         kids = self.rt.children(self.pid())
         return kids[0] if kids else 0
 
+    def clear_runtime_leftovers(self):
+        stale = os.path.join(PROPAGATE_DIR, self.p["name"])
+        if os.path.isdir(stale):
+            self.rt.run(["umount", "-R", stale], check=False)
+            subprocess.run(["rm", "-rf", "--one-file-system", stale], check=False)
+
     def start(self, state):
         p, rt = self.p, self.rt
+        self.clear_runtime_leftovers()
         argv = [NEEDLE, "--boot", "--keep-unit", "--network-bridge=" + p["bridge"], "-D", self.root,
                 "-M", p["name"], "--console=read-only", "--resolv-conf=copy-host", "--link-journal=no"]
         mem = p["memory_mb"] * 1024 * 1024
@@ -134,6 +144,7 @@ class Host(object):
             raise RuntimeError("host %s: systemd-nspawn did not stop" % self.p["name"])
         if os.path.exists(self.pid_path):
             os.remove(self.pid_path)
+        self.clear_runtime_leftovers()
         rt.Cgroups.remove(state.get("cgroups", []))
         for path in state.get("cgroups", []):
             try:
@@ -279,8 +290,11 @@ def ensure_running(host):
                   "fingerprint": host.fingerprint(), "root": host.root})
     boot_seconds = None
     if not host.running():
-        stale = host.load().get("cgroups", [])
-        host.rt.Cgroups.remove(stale)
+        # whatever a killed session left running in this host's groups goes first (recorded or current paths)
+        cgroups = host.rt.Cgroups()
+        stale = set(host.load().get("cgroups", []))
+        stale.update(cgroups._dir(c, "kvtestbed-lab/%s" % p["name"]) for c in ("memory", "cpu"))
+        host.rt.Cgroups.remove(sorted(stale))
         started = time.monotonic()
         host.start(state)
         host.save(state)
@@ -411,9 +425,9 @@ def main():
             p["ssh_pubkey"] = ensure_key(p["ssh_key"], lab_runtime)
         except RuntimeError as exc:
             module.fail_json(msg="lab SSH key: %s" % exc)
+        os.makedirs(p["hosts_dir"], mode=0o700, exist_ok=True)
     else:
         p["ssh_pubkey"] = ""
-    os.makedirs(p["hosts_dir"], mode=0o700, exist_ok=True)
     changed, results, errors = apply(p, lab_runtime)
     if errors:
         module.fail_json(msg="; ".join(sorted(errors)), hosts=results)

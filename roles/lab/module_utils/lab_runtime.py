@@ -183,7 +183,35 @@ class Cgroups(object):
                 handle.write(str(os.getpid()))
 
     @staticmethod
-    def remove(dirs):
+    def procs(dirs):
+        found = set()
+        for path in dirs:
+            try:
+                with open(os.path.join(path, "cgroup.procs")) as handle:
+                    found.update(int(pid) for pid in handle.read().split())
+            except OSError:
+                continue
+        return found
+
+    @classmethod
+    def kill_all(cls, dirs, timeout=10.0):
+        """SIGKILL whatever still runs in the groups: a container's init outlives an nspawn killed hard."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = cls.procs(dirs)
+            if not pids:
+                return True
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        return not cls.procs(dirs)
+
+    @classmethod
+    def remove(cls, dirs):
+        cls.kill_all(dirs)
         for path in sorted(dirs, key=len, reverse=True):
             for _ in range(20):
                 try:

@@ -1,0 +1,44 @@
+"""Lab tests bring up labs of their own (own lab_name, bridge and subnet) and always take them down."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "tests/lab/" in str(item.fspath):
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _needs_root():
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root (bridge, nftables, systemd-nspawn)")
+
+
+def kvtestbed(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, KVTESTBED_HOME=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "kvtestbed.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=timeout)
+
+
+def write_lab_inventory(path: Path, name: str, octet: int, hosts: dict[str, str], extra: str = "") -> Path:
+    """An inventory for a lab of its own on 198.18.<octet>.0/24: hosts maps name -> profile."""
+    path.mkdir(parents=True, exist_ok=True)
+    lines = ["all:", "  hosts:"]
+    for index, (host, profile) in enumerate(hosts.items(), start=11):
+        lines.append(f"    {host}: {{ansible_host: 198.18.{octet}.{index}, lab_profile: {profile}}}")
+    lines += ["  vars:", f"    lab_name: {name}", f"    lab_bridge: kvtb-{name}",
+              f"    lab_subnet: 198.18.{octet}.0/24", f"    lab_gateway: 198.18.{octet}.1", "    ansible_user: root",
+              f"    ansible_ssh_private_key_file: /var/lib/kvtestbed/lab/{name}/ssh/id_ed25519",
+              f"    testbed_subnet: 198.18.{octet}.0/24"]
+    (path / "hosts.yml").write_text("\n".join(lines) + "\n" + extra)
+    return path

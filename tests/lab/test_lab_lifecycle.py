@@ -1,0 +1,115 @@
+"""The lab end to end: up, a second up that changes nothing, status, survival of a killed session, and a down
+that leaves no bridge, nft table, nspawn process, mount or cgroup behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import kvtestbed, write_lab_inventory
+
+NAME = "lifecycle"
+BRIDGE = "kvtb-lifecycle"
+STATE = Path("/var/lib/kvtestbed/lab") / NAME
+HOSTS = {"lpi-1": "pi4b", "lpc-1": "pc"}
+
+
+def traces() -> dict[str, object]:
+    """Everything of this lab visible on the controller."""
+    nft = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    procs = subprocess.run(["pgrep", "-af", "systemd-nspawn|chronyd"], capture_output=True, text=True).stdout
+    mounts = Path("/proc/self/mountinfo").read_text()
+    cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob("**/kvtestbed-lab/lpi-1")] if Path(
+        "/sys/fs/cgroup").exists() else []
+    return {
+        "bridge": Path(f"/sys/class/net/{BRIDGE}").exists(),
+        "nft": f"kvtestbed_{NAME}" in nft,
+        "processes": [line for line in procs.splitlines() if str(STATE) in line],
+        "mounts": [line for line in mounts.splitlines() if str(STATE) in line],
+        "cgroups": cgroups,
+        "state_dir": STATE.exists(),
+    }
+
+
+def ssh(address: str, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ssh", "-i", str(STATE / "ssh/id_ed25519"), "-o", "BatchMode=yes",
+                           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                           "-o", "LogLevel=ERROR", f"root@{address}", command],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory):
+    inv = write_lab_inventory(tmp_path_factory.mktemp("inv"), NAME, 51, HOSTS)
+    forward_before = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    yield inv
+    kvtestbed("lab", "down", "--inventory", str(inv))
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forward_before
+
+
+def test_up_boots_every_host(inventory):
+    proc = kvtestbed("lab", "up", "--inventory", str(inventory))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    for index, host in enumerate(HOSTS, start=11):
+        result = ssh(f"198.18.51.{index}", "hostname; systemctl is-system-running --wait; systemctl --failed "
+                                            "--no-legend")
+        lines = result.stdout.split()
+        assert lines[0] == host
+        assert lines[1] in ("running", "degraded"), result.stdout
+        if lines[1] == "degraded":
+            pytest.fail(f"{host} degraded, failed units: {result.stdout}")
+
+
+def test_profiles_limit_memory_and_cpu(inventory):
+    # the pi4b profile caps memory at 4096 MB and CPU at one controller core
+    result = ssh("198.18.51.11", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null "
+                                 "|| cat /sys/fs/cgroup/memory.max")
+    assert int(result.stdout.split()[0]) == 4096 * 1024 * 1024
+    tc = subprocess.run(["tc", "qdisc", "show", "dev", "vb-lpi-1"], capture_output=True, text=True).stdout
+    assert "tbf" in tc and "rate 1Gbit" in tc
+
+
+def test_second_up_changes_nothing(inventory):
+    started = time.monotonic()
+    proc = kvtestbed("lab", "up", "--inventory", str(inventory))
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    assert "localhost  ok=" in proc.stdout and " changed=0 " in proc.stdout, proc.stdout
+    print(f"second up: {elapsed:.1f} s")
+
+
+def test_status_table(inventory):
+    proc = kvtestbed("lab", "status", "--inventory", str(inventory))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.startswith(("lpi", "lpc"))}
+    assert rows["lpi-1"][1:5] == ["pi4b", "198.18.51.11", "running", "ok"]
+    assert rows["lpc-1"][1:5] == ["pc", "198.18.51.12", "running", "ok"]
+    # what the kernel cannot emulate is said, never faked
+    assert "not emulated: netem delay/loss" in proc.stdout or "netem" not in proc.stdout
+
+
+def test_up_takes_over_a_killed_session(inventory):
+    """A session that stops kills the processes and leaves bridge, nft table, mounts and files."""
+    for line in traces()["processes"]:
+        os.kill(int(line.split()[0]), signal.SIGKILL)
+    time.sleep(1)
+    assert traces()["bridge"] and traces()["mounts"] and not traces()["processes"]
+    down = kvtestbed("lab", "status", "--inventory", str(inventory))
+    assert "stopped" in down.stdout and down.returncode == 1
+    proc = kvtestbed("lab", "up", "--inventory", str(inventory))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert ssh("198.18.51.12", "systemctl is-system-running --wait").stdout.strip() == "running"
+
+
+def test_down_leaves_nothing(inventory):
+    proc = kvtestbed("lab", "down", "--inventory", str(inventory))
+    assert proc.returncode == 0, proc.stderr
+    assert traces() == {"bridge": False, "nft": False, "processes": [], "mounts": [], "cgroups": [],
+                        "state_dir": False}
+    again = kvtestbed("lab", "down", "--inventory", str(inventory))
+    assert again.returncode == 0 and " changed=0 " in again.stdout
