@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Compact output for the kvtestbed CLI: a line per changed or failed host and task, the first error kept.
 
 The CLI sets KVTESTBED_ERROR_FILE; the first failure is written there as JSON (host, task, msg, input_error)
@@ -74,7 +73,7 @@ class CallbackModule(CallbackBase):
         msg = _message(result)
         if unreachable:
             address = result._host.vars.get("ansible_host", host)
-            msg = "host %s (%s) does not answer over SSH: %s" % (host, address, msg)
+            msg = f"host {host} ({address}) does not answer over SSH: {msg}"
         with open(path, "w") as handle:
             json.dump({"host": host, "task": task.get_name(), "msg": msg,
                        "input_error": any(tag.endswith("preflight") for tag in tags)}, handle)

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import kvtestbed, write_lab_inventory
 
 NAME = "lifecycle"

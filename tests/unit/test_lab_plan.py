@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from repo_modules import load_module
 
 lab_plan = load_module("roles/lab/library/lab_plan.py", "lab_plan")

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Filters of the lab role."""
 
 from __future__ import annotations
@@ -17,6 +16,6 @@ def lab_host_specs(hostvars, hosts, profile_var="lab_profile"):
     return specs
 
 
-class FilterModule(object):
+class FilterModule:
     def filters(self):
         return {"lab_host_specs": lab_host_specs}

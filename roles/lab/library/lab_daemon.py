@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """A helper daemon of the lab on the controller, tracked by PID file (started once, stopped on down)."""
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ def main():
     if alive and not config_changed:
         module.exit_json(changed=False, pid=pid)
     if not p["argv"]:
-        module.fail_json(msg="lab_daemon: argv is required to start %s" % p["needle"])
+        module.fail_json(msg="lab_daemon: argv is required to start {}".format(p["needle"]))
     with open(p["log"], "ab") as log:
         proc = subprocess.Popen(p["argv"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)

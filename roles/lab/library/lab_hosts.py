@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """One lab host: an overlay root on the base image, booted by systemd-nspawn, with its profile's limits."""
 
 from __future__ import annotations
@@ -49,10 +48,10 @@ PROPAGATE_DIR = "/run/systemd/nspawn/propagate"
 
 
 def unit_name(name):
-    return "kvtestbed-lab-%s.service" % name
+    return f"kvtestbed-lab-{name}.service"
 
 
-class Host(object):
+class Host:
     def __init__(self, params, rt):
         self.p = params
         self.rt = rt
@@ -93,7 +92,7 @@ class Host(object):
         return self.rt.read_pid(self.pid_path)
 
     def running(self):
-        return self.rt.pid_alive(self.pid(), "-M %s " % self.p["name"])
+        return self.rt.pid_alive(self.pid(), "-M {} ".format(self.p["name"]))
 
     def leader(self):
         kids = self.rt.children(self.pid())
@@ -124,7 +123,7 @@ class Host(object):
             state["cgroups"] = []
         else:
             cgroups = rt.Cgroups()
-            dirs, applied = cgroups.create("kvtestbed-lab/%s" % p["name"], mem, p["cpu_quota_percent"])
+            dirs, applied = cgroups.create("kvtestbed-lab/{}".format(p["name"]), mem, p["cpu_quota_percent"])
             state["cgroups"], state["limits"] = dirs, applied
             console = open(os.path.join(self.dir, "console.log"), "ab")
             proc = subprocess.Popen(argv + ["--register=no"], stdin=subprocess.DEVNULL, stdout=console,
@@ -140,8 +139,8 @@ class Host(object):
         rt = self.rt
         if self.runtime == "systemd":
             rt.run(["systemctl", "stop", unit_name(self.p["name"])], check=False)
-        elif not rt.terminate(self.rt.read_pid(self.pid_path), "-M %s " % self.p["name"]):
-            raise RuntimeError("host %s: systemd-nspawn did not stop" % self.p["name"])
+        elif not rt.terminate(self.rt.read_pid(self.pid_path), "-M {} ".format(self.p["name"])):
+            raise RuntimeError("host {}: systemd-nspawn did not stop".format(self.p["name"]))
         if os.path.exists(self.pid_path):
             os.remove(self.pid_path)
         self.clear_runtime_leftovers()
@@ -160,7 +159,7 @@ class Host(object):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         if rt.is_mounted(self.root):
             return False
-        options = "lowerdir=%s,upperdir=%s,workdir=%s" % (
+        options = "lowerdir={},upperdir={},workdir={}".format(
             os.path.realpath(self.p["image"]), os.path.join(self.dir, "upper"), os.path.join(self.dir, "work"))
         rt.run(["mount", "-t", "overlay", "overlay", "-o", options, self.root])
         return True
@@ -211,7 +210,7 @@ class Host(object):
                 handle.write(known)
         if p["name"] not in known.split():
             with open(hosts_file, "a") as handle:
-                handle.write("127.0.1.1\t%s\n" % p["name"])
+                handle.write("127.0.1.1\t{}\n".format(p["name"]))
             changed = True
         if not os.path.exists(os.path.join(self.root, "etc/ssh/ssh_host_ed25519_key")):
             self.rt.run(["ssh-keygen", "-A", "-f", self.root])
@@ -238,13 +237,13 @@ class Host(object):
             rc, _, err = self.rt.run(prefix + ["tc", "qdisc", "replace", "dev", dev, "root"] + spec, check=False)
             if rc == 0:
                 applied.append(dev)
-        return "applied" if len(applied) == 2 else "partial (%s)" % ",".join(applied)
+        return "applied" if len(applied) == 2 else "partial ({})".format(",".join(applied))
 
     def wait_for_veth(self, timeout=15.0):
         veth = ("vb-" + self.p["name"])[:15]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if os.path.exists("/sys/class/net/%s" % veth) and self.leader():
+            if os.path.exists(f"/sys/class/net/{veth}") and self.leader():
                 return True
             time.sleep(0.05)
         return False
@@ -293,13 +292,13 @@ def ensure_running(host):
         # whatever a killed session left running in this host's groups goes first (recorded or current paths)
         cgroups = host.rt.Cgroups()
         stale = set(host.load().get("cgroups", []))
-        stale.update(cgroups._dir(c, "kvtestbed-lab/%s" % p["name"]) for c in ("memory", "cpu"))
+        stale.update(cgroups._dir(c, "kvtestbed-lab/{}".format(p["name"])) for c in ("memory", "cpu"))
         host.rt.Cgroups.remove(sorted(stale))
         started = time.monotonic()
         host.start(state)
         host.save(state)
         if not host.wait_for_veth():
-            raise RuntimeError("host %s: container did not start (%s)" % (p["name"], host.console_tail()))
+            raise RuntimeError("host {}: container did not start ({})".format(p["name"], host.console_tail()))
         changed = True
         if not host.wait_for_ssh(p["boot_timeout"]):
             raise RuntimeError("host %s: sshd did not answer on %s:22 within %ds (%s)"
@@ -364,7 +363,7 @@ def apply(shared, rt):
         try:
             return action(host) + (None,)
         except (RuntimeError, OSError) as exc:
-            return False, {"name": host.p["name"]}, "%s" % exc
+            return False, {"name": host.p["name"]}, f"{exc}"
 
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(jobs)))) as pool:
         outcomes = list(pool.map(one, jobs))
@@ -420,11 +419,11 @@ def main():
     if p["state"] == "running":
         missing = [key for key in ("image", "gateway", "bridge", "ssh_key") if not p[key]]
         if missing:
-            module.fail_json(msg="lab_hosts: %s required when state is running" % ", ".join(missing))
+            module.fail_json(msg="lab_hosts: {} required when state is running".format(", ".join(missing)))
         try:
             p["ssh_pubkey"] = ensure_key(p["ssh_key"], lab_runtime)
         except RuntimeError as exc:
-            module.fail_json(msg="lab SSH key: %s" % exc)
+            module.fail_json(msg=f"lab SSH key: {exc}")
         os.makedirs(p["hosts_dir"], mode=0o700, exist_ok=True)
     else:
         p["ssh_pubkey"] = ""

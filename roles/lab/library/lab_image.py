@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """Build the lab's Debian base image with debootstrap once, and again only when its recipe changes."""
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ def _unmount_below(path):
 
 
 def _in_use(path):
-    needle = "lowerdir=%s" % os.path.realpath(path)
+    needle = f"lowerdir={os.path.realpath(path)}"
     with open("/proc/self/mountinfo") as handle:
         return any(needle in line for line in handle)
 
@@ -68,8 +67,7 @@ def build(module, target, params):
             handle.write(params["setup"])
         env_file = os.path.join(staging, "root", ".lab-setup.env")
         with open(env_file, "w") as handle:
-            handle.write("SUITE=%s\nMIRROR=%s\nSECURITY_MIRROR=%s\n"
-                         % (params["suite"], params["mirror"], params["security_mirror"]))
+            handle.write("SUITE={}\nMIRROR={}\nSECURITY_MIRROR={}\n".format(params["suite"], params["mirror"], params["security_mirror"]))
         run(["chroot", staging, "/bin/sh", "-ec", ". /root/.lab-setup.env; . /root/.lab-setup.sh"])
         os.remove(setup_path)
         os.remove(env_file)
@@ -81,7 +79,7 @@ def build(module, target, params):
             _remove_tree(staging)  # another lab built the same recipe meanwhile: theirs is as good
     except Exception as exc:  # noqa: BLE001 - any failure must leave no half image behind
         _remove_tree(staging)
-        module.fail_json(msg="base image build failed: %s" % str(exc).splitlines()[0])
+        module.fail_json(msg=f"base image build failed: {str(exc).splitlines()[0]}")
 
 
 def main():
@@ -109,7 +107,7 @@ def main():
     image_id = recipe_id(params["suite"], params["mirror"], params["security_mirror"],
                          params["packages"], params["setup"])
     base = os.path.join(params["cache_dir"], params["suite"])
-    target = "%s-%s" % (base, image_id)
+    target = f"{base}-{image_id}"
     for leftover in glob.glob(base + "-*.build-*"):
         _remove_tree(leftover)
     if os.path.isdir(target):

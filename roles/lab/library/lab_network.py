@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """The lab's bridge, its NAT to the outside (nftables) and IPv4 forwarding; undone exactly on absent."""
 
 from __future__ import annotations
@@ -30,21 +29,21 @@ FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
 def ruleset(table, bridge, subnet):
     body = (
-        "table ip %(table)s {\n"
+        f"table ip {table} {{\n"
         "  chain postrouting {\n"
         "    type nat hook postrouting priority srcnat; policy accept;\n"
-        "    ip saddr %(subnet)s oifname != \"%(bridge)s\" masquerade\n"
+        f"    ip saddr {subnet} oifname != \"{bridge}\" masquerade\n"
         "  }\n"
         "  chain forward {\n"
         "    type filter hook forward priority filter; policy accept;\n"
-        "    iifname \"%(bridge)s\" accept\n"
-        "    oifname \"%(bridge)s\" ct state established,related accept\n"
+        f"    iifname \"{bridge}\" accept\n"
+        f"    oifname \"{bridge}\" ct state established,related accept\n"
         "  }\n"
         "}\n"
-    ) % {"table": table, "bridge": bridge, "subnet": subnet}
+    )
     digest = hashlib.sha256(body.encode()).hexdigest()[:12]
     # the digest rides in a comment so a later run can tell our exact rules from anything else
-    return body.replace("policy accept;\n", "policy accept; comment \"kvtestbed %s\"\n" % digest, 1), digest
+    return body.replace("policy accept;\n", f"policy accept; comment \"kvtestbed {digest}\"\n", 1), digest
 
 
 def _read(path):
@@ -58,19 +57,19 @@ def _write(path, value):
 
 
 def bridge_present(bridge):
-    return os.path.isdir("/sys/class/net/%s/bridge" % bridge)
+    return os.path.isdir(f"/sys/class/net/{bridge}/bridge")
 
 
 def ensure_present(p, run):
     changed = False
     bridge, address = p["bridge"], "%s/%d" % (p["gateway"], p["prefix"])
-    if os.path.exists("/sys/class/net/%s" % bridge) and not bridge_present(bridge):
-        raise RuntimeError("network interface %s exists and is not a bridge; choose another lab_bridge" % bridge)
+    if os.path.exists(f"/sys/class/net/{bridge}") and not bridge_present(bridge):
+        raise RuntimeError(f"network interface {bridge} exists and is not a bridge; choose another lab_bridge")
     if not bridge_present(bridge):
         run(["ip", "link", "add", bridge, "type", "bridge"])
         changed = True
     _, out, _ = run(["ip", "-j", "addr", "show", "dev", bridge])
-    addrs = ["%s/%s" % (a["local"], a["prefixlen"]) for i in json.loads(out) for a in i.get("addr_info", [])
+    addrs = ["{}/{}".format(a["local"], a["prefixlen"]) for i in json.loads(out) for a in i.get("addr_info", [])
              if a.get("family") == "inet"]
     for stale in addrs:
         if stale != address:
@@ -79,14 +78,14 @@ def ensure_present(p, run):
     if address not in addrs:
         run(["ip", "addr", "add", address, "dev", bridge])
         changed = True
-    if not int(_read("/sys/class/net/%s/flags" % bridge), 16) & 0x1:  # IFF_UP
+    if not int(_read(f"/sys/class/net/{bridge}/flags"), 16) & 0x1:  # IFF_UP
         run(["ip", "link", "set", bridge, "up"])
         changed = True
 
     rules, digest = ruleset(p["table"], bridge, p["subnet"])
     rc, current, _ = run(["nft", "list", "table", "ip", p["table"]], check=False)
-    if rc != 0 or ("kvtestbed %s" % digest) not in current:
-        script = ("delete table ip %s\n" % p["table"] if rc == 0 else "") + rules
+    if rc != 0 or (f"kvtestbed {digest}") not in current:
+        script = ("delete table ip {}\n".format(p["table"]) if rc == 0 else "") + rules
         run(["nft", "-f", "-"], input_text=script)
         changed = True
 
@@ -153,14 +152,14 @@ def main():
     )
     p = module.params
     if len(p["bridge"]) > 15:
-        module.fail_json(msg="lab_bridge %r is longer than 15 characters" % p["bridge"])
+        module.fail_json(msg="lab_bridge {!r} is longer than 15 characters".format(p["bridge"]))
     try:
         if p["state"] == "absent":
             module.exit_json(changed=ensure_absent(p, run))
         changed = ensure_present(p, run)
         module.exit_json(changed=changed, capabilities=probe_capabilities(p["bridge"], run))
     except RuntimeError as exc:
-        module.fail_json(msg="lab network: %s" % exc)
+        module.fail_json(msg=f"lab network: {exc}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """Validate the lab inventory and return the plan the other lab modules carry out."""
 
 from __future__ import annotations
@@ -67,11 +66,11 @@ def _profile(name, profiles):
     spec = profiles[name]
     unknown = set(spec) - PROFILE_KEYS
     if unknown:
-        raise PlanError("lab_hardware_profiles.%s: unknown key %s" % (name, sorted(unknown)[0]))
+        raise PlanError(f"lab_hardware_profiles.{name}: unknown key {sorted(unknown)[0]}")
     for key in ("memory_mb", "cpu_quota_percent", "link_mbit"):
         value = spec.get(key, 0)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise PlanError("lab_hardware_profiles.%s.%s must be a whole number >= 0, not %r" % (name, key, value))
+            raise PlanError(f"lab_hardware_profiles.{name}.{key} must be a whole number >= 0, not {value!r}")
     return {
         "memory_mb": spec.get("memory_mb", 0),
         "cpu_quota_percent": spec.get("cpu_quota_percent", 0),
@@ -87,16 +86,16 @@ def build_plan(hosts, subnet, gateway, profiles, is_root=True, validate_hosts=Tr
     if not is_root:
         raise PlanError("the lab needs root (it creates a bridge, nftables rules and containers): run as root")
     if not LAB_NAME_RE.match(lab_name):
-        raise PlanError("lab_name %r: use lowercase letters, digits and '_' (at most 20, a letter first)" % lab_name)
+        raise PlanError(f"lab_name {lab_name!r}: use lowercase letters, digits and '_' (at most 20, a letter first)")
     try:
         network = ipaddress.ip_network(subnet, strict=True)
     except ValueError as exc:
-        raise PlanError("lab_subnet %r is not a network in CIDR form (%s)" % (subnet, exc))
+        raise PlanError(f"lab_subnet {subnet!r} is not a network in CIDR form ({exc})") from None
     if network.version != 4 or network.prefixlen > 29:
-        raise PlanError("lab_subnet %s must be an IPv4 network of /29 or larger" % subnet)
+        raise PlanError(f"lab_subnet {subnet} must be an IPv4 network of /29 or larger")
     gw = ipaddress.ip_address(gateway) if gateway else network.network_address + 1
     if gw not in network:
-        raise PlanError("lab_gateway %s is outside lab_subnet %s" % (gw, network))
+        raise PlanError(f"lab_gateway {gw} is outside lab_subnet {network}")
     if not validate_hosts:
         return {"subnet": str(network), "prefix": network.prefixlen, "gateway": str(gw), "hosts": []}
     if not hosts:
@@ -110,24 +109,21 @@ def build_plan(hosts, subnet, gateway, profiles, is_root=True, validate_hosts=Tr
                             % (name, MAX_NAME))
         address = host.get("address") or ""
         if not address or address == name:
-            raise PlanError("host %s: no address; set ansible_host to an address in %s" % (name, network))
+            raise PlanError(f"host {name}: no address; set ansible_host to an address in {network}")
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
-            raise PlanError("host %s: ansible_host %r is not an IPv4 address" % (name, address))
+            raise PlanError(f"host {name}: ansible_host {address!r} is not an IPv4 address") from None
         if ip not in network:
-            raise PlanError("host %s: ansible_host %s is outside lab_subnet %s" % (name, ip, network))
+            raise PlanError(f"host {name}: ansible_host {ip} is outside lab_subnet {network}")
         if ip in (network.network_address, network.broadcast_address, gw):
-            raise PlanError("host %s: ansible_host %s is the subnet's network, broadcast or gateway address"
-                            % (name, ip))
+            raise PlanError(f"host {name}: ansible_host {ip} is the subnet's network, broadcast or gateway address")
         if str(ip) in seen_addresses:
-            raise PlanError("hosts %s and %s share ansible_host %s; give each its own address"
-                            % (seen_addresses[str(ip)], name, ip))
+            raise PlanError(f"hosts {seen_addresses[str(ip)]} and {name} share ansible_host {ip}; give each its own address")
         seen_addresses[str(ip)] = name
         profile = host.get("profile") or ""
         if profile not in profiles:
-            raise PlanError("host %s: unknown lab_profile %r; known: %s"
-                            % (name, profile, ", ".join(sorted(profiles)) or "none"))
+            raise PlanError("host {}: unknown lab_profile {!r}; known: {}".format(name, profile, ", ".join(sorted(profiles)) or "none"))
         entry = {"name": name, "address": str(ip), "profile": profile}
         entry.update(_profile(profile, profiles))
         plan_hosts.append(entry)
@@ -160,7 +156,7 @@ def main():
                           is_root=(os.geteuid() == 0 or not params["require_root"]),
                           validate_hosts=params["validate_hosts"], lab_name=params["lab_name"])
     except PlanError as exc:
-        module.fail_json(msg="invalid lab inventory: %s" % exc)
+        module.fail_json(msg=f"invalid lab inventory: {exc}")
     module.exit_json(changed=False, plan=plan)
 
 

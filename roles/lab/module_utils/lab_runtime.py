@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Shared helpers of the lab modules: processes, cgroups and commands on the controller.
 
 Kept free of Ansible imports so unit tests can load it directly.
@@ -6,6 +5,7 @@ Kept free of Ansible imports so unit tests can load it directly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,7 +19,7 @@ def run(argv, check=True, input_text=None):
     proc = subprocess.run(argv, capture_output=True, text=True, input=input_text)
     if check and proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise RuntimeError("%s failed: %s" % (" ".join(argv[:3]), detail[-1] if detail else "rc=%d" % proc.returncode))
+        raise RuntimeError("{} failed: {}".format(" ".join(argv[:3]), detail[-1] if detail else "rc=%d" % proc.returncode))
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -76,10 +76,8 @@ def terminate(pid, needle, timeout=20.0):
             return True
         time.sleep(0.1)
     for child in children(pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -109,7 +107,7 @@ def mounts_below(path):
     return sorted(found, key=len, reverse=True)
 
 
-class Cgroups(object):
+class Cgroups:
     """Memory and CPU limits for a process we start ourselves (no systemd to ask for a scope).
 
     cgroup v2 (unified at /sys/fs/cgroup) or v1 (per-controller hierarchies, hybrid included).
@@ -172,7 +170,7 @@ class Cgroups(object):
                 if path not in dirs:
                     dirs.append(path)
             except OSError as exc:
-                applied[controller] = "unsupported (%s)" % exc.strerror
+                applied[controller] = f"unsupported ({exc.strerror})"
         return dirs, applied
 
     @staticmethod
@@ -202,10 +200,8 @@ class Cgroups(object):
             if not pids:
                 return True
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.1)
         return not cls.procs(dirs)
 
