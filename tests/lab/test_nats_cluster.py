@@ -1,0 +1,257 @@
+"""NATS on lab hosts: an R3 stream keeps taking publishes with one of three servers down; bad input fails preflight.
+
+The lab test brings up a lab of its own (lab_name nats3, 198.18.23.0/24), converges playbooks/common.yml and
+playbooks/nats.yml on it, and removes it afterwards. It measures how long publishes were refused while the
+stream leader was stopped (lame-duck stop) and while it was SIGKILLed, and writes the figures to
+results/nats_r3_availability.json.
+
+    .venv/bin/pytest -m lab tests/lab/test_nats_cluster.py -s          # needs root
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / ".venv" / "bin"
+LAB = "nats3"
+SUBNET = "198.18.23"
+SERVERS = {"nl-1": f"{SUBNET}.21", "nl-2": f"{SUBNET}.22", "nl-3": f"{SUBNET}.13"}
+KEY = f"/var/lib/kvtestbed/lab/{LAB}/ssh/id_ed25519"
+
+INVENTORY = f"""---
+all:
+  hosts:
+    nl-1: {{ansible_host: {SERVERS["nl-1"]}, lab_profile: pc}}
+    nl-2: {{ansible_host: {SERVERS["nl-2"]}, lab_profile: pc}}
+    nl-3: {{ansible_host: {SERVERS["nl-3"]}, lab_profile: pi4b}}
+  children:
+    nats:
+      hosts:
+        nl-1:
+        nl-2:
+        nl-3:
+    # too small for clustered JetStream: preflight must refuse it
+    pair:
+      hosts:
+        nl-1:
+        nl-2:
+  vars:
+    lab_name: {LAB}
+    lab_bridge: kvtb-{LAB}
+    lab_subnet: {SUBNET}.0/24
+    lab_gateway: {SUBNET}.1
+    ansible_user: root
+    ansible_ssh_private_key_file: {KEY}
+    testbed_subnet: {SUBNET}.0/24
+    common_ntp_servers: [{SUBNET}.1]
+    common_in_lab: true
+    nats_install_method: pypi
+    nats_cluster_group: nats
+"""
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": f"{BIN}:{os.environ['PATH']}",
+            "ANSIBLE_NOCOLOR": "1"}
+
+
+def _playbook(inventory: Path, playbook: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(ROOT / playbook), *extra],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{playbook} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def _ssh(address: str, command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ssh", "-i", KEY, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                           "-o", "LogLevel=ERROR", f"root@{address}", command],
+                          capture_output=True, text=True, timeout=120)
+
+
+# --- the lab: R3 availability with one server stopped -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    workdir = tmp_path_factory.mktemp("nats-lab")
+    inventory = workdir / "hosts.yml"
+    secrets = workdir / "secrets"
+    inventory.write_text(INVENTORY + f"    testbed_secrets_dir: {secrets}\n")
+    try:
+        _playbook(inventory, "playbooks/lab.yml")
+        _playbook(inventory, "playbooks/common.yml")
+        _playbook(inventory, "playbooks/nats.yml")
+        yield {"inventory": inventory, "password": (secrets / "nats_app").read_text().strip()}
+    finally:
+        _playbook(inventory, "playbooks/lab.yml", "-e", "lab_state=down", check=False)
+
+
+@dataclass
+class Publisher:
+    """Publishes one message every `interval` seconds and records (monotonic time, ok, error) per attempt."""
+
+    js: object
+    subject: str
+    interval: float = 0.05
+    timeout: float = 1.0
+    log: list[tuple[float, bool, str]] = field(default_factory=list)
+    acked: int = 0
+    _stop: bool = False
+
+    async def run(self) -> None:
+        n = 0
+        while not self._stop:
+            n += 1
+            started = time.monotonic()
+            try:
+                await self.js.publish(self.subject, str(n).encode(), timeout=self.timeout)
+                self.acked += 1
+                self.log.append((started, True, ""))
+            except Exception as err:  # noqa: BLE001 - every refusal is recorded, whatever its kind
+                self.log.append((started, False, type(err).__name__))
+            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def window(self, since: float, until: float) -> dict:
+        attempts = [entry for entry in self.log if since <= entry[0] < until]
+        failed = [entry for entry in attempts if not entry[1]]
+        refused_s = (failed[-1][0] - failed[0][0] + self.timeout) if failed else 0.0
+        return {"attempts": len(attempts), "acked": len(attempts) - len(failed), "refused": len(failed),
+                "refused_window_s": round(refused_s, 2),
+                "errors": sorted({entry[2] for entry in failed})}
+
+
+async def _stream_leader(js, stream: str) -> str:
+    for _ in range(60):
+        try:
+            info = await js.stream_info(stream)
+            if info.cluster and info.cluster.leader:
+                return info.cluster.leader
+        except Exception:  # noqa: BLE001 - no leader yet
+            pass
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"stream {stream} has no leader")
+
+
+async def _wait_healthy(address: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = await asyncio.to_thread(_ssh, address, f"python3 -c \"import urllib.request as u; "
+                                                      f"print(u.urlopen('http://{address}:8222/healthz').status)\"")
+        if proc.stdout.strip() == "200":
+            return
+        await asyncio.sleep(1)
+    raise AssertionError(f"{address} not healthy")
+
+
+async def _outage(js, pub: Publisher, how: str, settle: float = 8.0) -> dict:
+    """Take the stream leader's server down (`stop`: lame duck, `kill`: SIGKILL), keep publishing, bring it back."""
+    leader = await _stream_leader(js, "AVAIL")
+    address = SERVERS[leader]
+    t0 = time.monotonic()
+    if how == "stop":
+        proc = await asyncio.to_thread(_ssh, address, "systemctl stop nats-server")
+    else:
+        # SIGKILL the process only; keep systemd from restarting it during the measurement
+        proc = await asyncio.to_thread(
+            _ssh, address, "systemctl kill --signal=SIGKILL nats-server; sleep 0.2; systemctl stop nats-server")
+    assert proc.returncode == 0, proc.stderr
+    t_down = time.monotonic()
+    await asyncio.sleep(settle)
+    down_end = time.monotonic()
+    # with the server down: the last seconds must all be acked by the two remaining servers
+    steady = pub.window(down_end - 5.0, down_end)
+    new_leader = await _stream_leader(js, "AVAIL")
+    await asyncio.to_thread(_ssh, address, "systemctl start nats-server")
+    await _wait_healthy(address)
+    await asyncio.sleep(3)
+    t_end = time.monotonic()
+    figures = {
+        "how": how, "server": leader, "new_leader": new_leader,
+        "stop_command_s": round(t_down - t0, 2),
+        "while_going_down_and_down": pub.window(t0, down_end),
+        "steady_with_one_down_last_5s": steady,
+        "restart_and_rejoin": pub.window(down_end, t_end),
+    }
+    assert steady["attempts"] > 0 and steady["refused"] == 0, figures
+    assert new_leader != leader, figures
+    return figures
+
+
+@pytest.mark.lab
+def test_r3_stream_keeps_accepting_publishes_with_one_server_down(lab) -> None:
+    import nats
+    from nats.js.api import StorageType, StreamConfig
+
+    async def scenario() -> dict:
+        nc = await nats.connect([f"nats://{a}:4222" for a in SERVERS.values()], user="app", password=lab["password"],
+                                max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name="AVAIL", subjects=["avail.>"], num_replicas=3,
+                                         storage=StorageType.FILE))
+        pub = Publisher(js, "avail.x")
+        task = asyncio.create_task(pub.run())
+        await asyncio.sleep(3)
+        baseline = pub.window(0, time.monotonic())
+        stop = await _outage(js, pub, "stop")
+        kill = await _outage(js, pub, "kill")
+        pub.stop()
+        await task
+        info = await js.stream_info("AVAIL")
+        await nc.close()
+        return {"baseline": baseline, "lame_duck_stop": stop, "sigkill": kill,
+                "total_attempts": len(pub.log), "acked": pub.acked, "stream_messages": info.state.messages,
+                "replicas": [r.name for r in info.cluster.replicas or []], "leader": info.cluster.leader}
+
+    figures = asyncio.run(scenario())
+    results = ROOT / "results"
+    results.mkdir(exist_ok=True)
+    (results / "nats_r3_availability.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+    assert figures["baseline"]["refused"] == 0
+    # every acknowledged publish is in the stream (timed-out ones may be there too: no dedup ids here)
+    assert figures["stream_messages"] >= figures["acked"]
+    assert len(figures["replicas"]) == 2
+
+
+# --- bad input: preflight (read-only, tagged nats_preflight) fails with one line naming the variable ---------
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(
+    ("extra", "variable"),
+    [
+        ({"nats_install_method": "snap"}, "nats_install_method"),
+        ({"nats_cluster_group": "pair"}, "nats_cluster_group"),
+        ({"nats_cluster_group": "nope"}, "nats_cluster_group"),
+        ({"nats_install_method": "apt", "nats_jetstream_sync_interval": "always"}, "nats_jetstream_sync_interval"),
+        ({"nats_jetstream_sync_interval": "sometimes"}, "nats_jetstream_sync_interval"),
+        ({"nats_pypi_version": "2.10.0"}, "nats_pypi_checksums"),
+        ({"nats_install_method": "archive", "nats_archive_version": "9.9.9"}, "nats_archive_checksums"),
+        ({"nats_lame_duck_duration": "2m"}, "nats_stop_timeout_sec"),
+        ({"nats_tls_cert_file": "/nonexistent/server.pem", "nats_tls_key_file": "/nonexistent/server.key"},
+         "nats_tls_cert_file"),
+    ],
+    ids=["method", "small-group", "no-group", "sync-on-2.9", "sync-bad", "pypi-sum", "archive-sum", "ldm", "tls"],
+)
+def test_preflight_rejects_bad_input(lab, extra: dict, variable: str) -> None:
+    proc = _playbook(lab["inventory"], "playbooks/nats.yml", "--tags", "nats_preflight", "--limit", "nl-1",
+                     "-e", json.dumps(extra), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    failures = [line for line in out.splitlines() if "msg" in line and variable in line]
+    assert failures, f"no failure line naming {variable}:\n{out[-3000:]}"
