@@ -7,9 +7,12 @@ capped exponential backoff with jitter, and feed a ConnectionTracker from its ca
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import nats
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -60,6 +63,38 @@ class ConsumerSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+async def probe_nats(endpoint: NatsEndpoint, timeout_s: float = 10.0) -> None:
+    """Fail fast at startup. connect_nats' own probe keeps max_reconnect_attempts=-1, with which
+    nats-py's server selection retries an unreachable URL forever; a bounded attempt count makes it
+    give up with NoServersError instead."""
+
+    async def quiet(_exc: Exception) -> None:
+        return None
+
+    servers = ",".join(endpoint.servers)
+    try:
+        probe = await asyncio.wait_for(
+            nats.connect(
+                servers=endpoint.servers,
+                user=endpoint.user,
+                password=endpoint.password,
+                connect_timeout=2,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+                error_cb=quiet,
+            ),
+            timeout_s,
+        )
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        if isinstance(exc, nats.errors.NoServersError):
+            text = "no server answered"
+        kind = "authentication failed" if "authorization" in text.lower() else "unreachable"
+        raise ConnectError(f"nats {servers}: {kind} ({text})") from None
+    await probe.close()
+
+
 async def connect_tracked(
     endpoint: NatsEndpoint,
     name: str,
@@ -86,6 +121,7 @@ async def connect_tracked(
         if armed and tracker is not None:
             tracker.up()
 
+    await probe_nats(endpoint)
     nc: NATS = await connect_nats(
         endpoint,
         name,

@@ -1,0 +1,177 @@
+"""Pipeline agents against real nats-server (JetStream) and redis-server, one subprocess per agent."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest_extra import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
+from servers import LOOPBACK, NatsServer, RedisServer, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def start_pipeline(
+    tmp_path: Path, run_id: str, store: RedisServer, nats: NatsServer, producer: dict[str, Any]
+) -> tuple[list[AgentProcess], int]:
+    cfg = {
+        "run_id": run_id,
+        "nats": {"servers": [nats.url]},
+        "store": store.endpoint(),
+        "stream": {"name": f"PIPE_{run_id}", "subject": f"kvt.pipeline.{run_id}"},
+    }
+    agg_port = free_port()
+    routes = [
+        AgentProcess(
+            "pipeline",
+            f"route-{r}",
+            {**cfg, "role": "route", "route": {"route": r, "threshold": 500}},
+            tmp_path,
+        )
+        for r in ("high", "low")
+    ]
+    agg = AgentProcess(
+        "pipeline",
+        "aggregator",
+        {
+            **{k: v for k, v in cfg.items() if k != "nats"},
+            "role": "aggregator",
+            "aggregator": {"listen_port": agg_port},
+        },
+        tmp_path,
+    )
+    for agent in [*routes, agg]:
+        agent.start()
+    for agent in [*routes, agg]:
+        agent.wait_healthy()
+    prod = AgentProcess("pipeline", "producer", {**cfg, "role": "producer", "producer": producer}, tmp_path)
+    prod.start()
+    prod.wait_healthy()
+    return [*routes, agg, prod], agg_port
+
+
+def series(port: int, seconds: int = 60) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/series?seconds={seconds}", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def finish(agents: list[AgentProcess]) -> dict[str, dict[str, Any]]:
+    dumps = {}
+    for agent in agents:
+        dumps[agent.name] = agent.stop()["summary"]
+        assert agent.max_rss <= RSS_LIMIT_BYTES, f"{agent.name} RSS {agent.max_rss / 2**20:.1f} MB"
+    return dumps
+
+
+def test_every_event_routed_to_exactly_one_route(
+    tmp_path: Path, redis_server: RedisServer, nats_server: NatsServer
+) -> None:
+    count = 5000
+    agents, agg_port = start_pipeline(
+        tmp_path, "once", redis_server, nats_server, {"rate": 1000, "count": count, "name": "p", "seed": 3}
+    )
+    try:
+
+        def done() -> dict[str, Any] | None:
+            for agent in agents:
+                agent.sample_rss()
+            body = series(agg_port)
+            return body if body["audit"]["distinct"] >= count else None
+
+        body = wait_until(done, 60, 0.5, "all events routed")
+        time.sleep(1.0)  # let a redelivery, if any, show up
+        body = series(agg_port)
+        dumps = finish(agents)
+    finally:
+        for agent in agents:
+            agent.kill()
+
+    audit = body["audit"]
+    assert audit["routed_twice"] == 0
+    assert audit["distinct"] == count
+    assert audit["per_route"]["high"] + audit["per_route"]["low"] == count
+    high, low = dumps["route-high"], dumps["route-low"]
+    # Each route saw every event and took exactly the others' leftovers.
+    assert high["routed"] + high["skipped"] >= count and low["routed"] + low["skipped"] >= count
+    assert high["routed"] == low["skipped"] and low["routed"] == high["skipped"]
+    assert dumps["producer"]["published"] == count
+    # The per-second series adds up to the routed totals.
+    per_route_series = {r: sum(p["n"] for p in s.values()) for r, s in body["series"].items()}
+    assert per_route_series == audit["per_route"]
+    figures = {
+        "per_route": audit["per_route"],
+        "e2e_high_p50_ms": high["e2e"]["route=high"]["p50_us"] / 1000,
+        "e2e_high_p99_ms": high["e2e"]["route=high"]["p99_us"] / 1000,
+        "e2e_low_p50_ms": low["e2e"]["route=low"]["p50_us"] / 1000,
+        "e2e_low_p99_ms": low["e2e"]["route=low"]["p99_us"] / 1000,
+        "pending_at_end": {"high": high["pending"], "low": low["pending"]},
+        "rss_mb": {a.name: round(a.max_rss / 2**20, 1) for a in agents},
+    }
+    print("PIPELINE-FIGURES", json.dumps(figures))
+
+
+def test_pipeline_resumes_after_restarts(
+    tmp_path: Path, redis_server: RedisServer, nats_server: NatsServer
+) -> None:
+    count = 6000
+    agents, agg_port = start_pipeline(
+        tmp_path, "resume", redis_server, nats_server, {"rate": 1000, "count": count, "name": "p"}
+    )
+    try:
+        time.sleep(1.5)
+        nats_server.restart(down_s=0.5)  # the stream is on disk: it survives
+        time.sleep(1.0)
+        redis_server.restart(down_s=0.5)  # no persistence: ledger and series so far are gone
+        wait_until(lambda: all(a.proc and a.proc.poll() is None for a in agents), 5, what="agents alive")
+        dumps_live = wait_until(lambda: (s := agents[-1].summary())["done"] and s, 60, 0.5, "producer done")
+        # Everything still in the stream after the store restart gets routed again into the empty store.
+        body = wait_until(
+            lambda: (
+                (b := series(agg_port))["audit"]["distinct"] > 0
+                and all(a.summary().get("pending", 0) == 0 for a in agents[:2])
+                and b
+            ),
+            60,
+            0.5,
+            "routes drained",
+        )
+        with redis_server.client(socket_timeout=2, decode_responses=True) as c:
+            ids = c.sunion([f"kvt:pipe:{{resume}}:ids:{r}" for r in ("high", "low")])
+        dumps = finish(agents)
+    finally:
+        for agent in agents:
+            agent.kill()
+    assert dumps_live["published"] == count
+    assert dumps["producer"]["nats"]["disconnections"] >= 1
+    for route in ("route-high", "route-low"):
+        assert dumps[route]["nats"]["disconnections"] >= 1
+        assert dumps[route]["store"]["disconnections"] >= 1
+    assert body["audit"]["routed_twice"] == 0
+    # The last 1.5 s of events, produced well after both restarts, are all in the (fresh) ledger.
+    seqs = {int(i.rsplit(":", 1)[1]) for i in ids}
+    assert set(range(count - 1500, count)) <= seqs
+    print("PIPELINE-RESUME", json.dumps(body["audit"]))
+
+
+def test_bad_input_exits_2(tmp_path: Path, redis_server: RedisServer, nats_server: NatsServer) -> None:
+    good = {
+        "run_id": "bad",
+        "nats": {"servers": [nats_server.url]},
+        "store": redis_server.endpoint(),
+        "service": {"metrics_port": 0},
+    }
+    cases = {
+        "negative rate": {**good, "role": "producer", "producer": {"rate": -1}},
+        "unknown route": {**good, "role": "route", "route": {"route": "medium"}},
+        "unknown key": {**good, "role": "route", "extra": True},
+        "unreachable nats": {**good, "role": "producer", "nats": {"servers": ["nats://127.0.0.1:1"]}},
+        "unreachable store": {**good, "role": "aggregator", "store": {"host": "127.0.0.1", "port": 1}},
+    }
+    for what, config in cases.items():
+        code, err = run_bad_config("pipeline", config, tmp_path)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, f"{what}: exit {code}: {err}"
