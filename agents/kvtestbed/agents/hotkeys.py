@@ -170,12 +170,12 @@ class HotkeysAgent(AgentBase):
 
     async def _op(self, key: str, payload: bytes) -> None:
         assert self._client is not None
-        if self.settings.command == "incr":
-            await self._client.incr(key)
-        elif self.settings.command == "get":
-            await self._client.get(key)
+        # execute_command sends exactly the named command (redis-py's incr() sends INCRBY), so the
+        # commandstats entry we diff is the one we drive.
+        if self.settings.command == "set":
+            await self._client.execute_command("SET", key, payload)
         else:
-            await self._client.set(key, payload)
+            await self._client.execute_command(self.settings.command.upper(), key)
 
     async def _phase(self, stop: asyncio.Event, phase: str) -> dict[str, Any]:
         s = self.settings
