@@ -158,37 +158,52 @@ async def _wait_healthy(address: str, timeout: float = 60) -> None:
     raise AssertionError(f"{address} not healthy")
 
 
-async def _outage(js, pub: Publisher, how: str, settle: float = 8.0) -> dict:
-    """Take the stream leader's server down (`stop`: lame duck, `kill`: SIGKILL), keep publishing, bring it back."""
+async def _outage(js, pub: Publisher, how: str, steady: float = 5.0) -> dict:
+    """Take the stream leader's server down (`stop`: lame duck, `kill`: SIGKILL), keep publishing, bring it back.
+
+    Figures: how long the stop command took, when a new stream leader answered, the refused publishes from the
+    stop to the restart, and a steady window with one server down that must have no refusal at all.
+    """
     leader = await _stream_leader(js, "AVAIL")
     address = SERVERS[leader]
     t0 = time.monotonic()
     if how == "stop":
-        proc = await asyncio.to_thread(_ssh, address, "systemctl stop nats-server")
+        stopping = asyncio.create_task(asyncio.to_thread(_ssh, address, "systemctl stop nats-server"))
     else:
-        # SIGKILL the process only; keep systemd from restarting it during the measurement
-        proc = await asyncio.to_thread(
-            _ssh, address, "systemctl kill --signal=SIGKILL nats-server; sleep 0.2; systemctl stop nats-server")
+        # SIGKILL the process, then keep systemd (Restart=on-failure) from restarting it during the measurement
+        stopping = asyncio.create_task(asyncio.to_thread(
+            _ssh, address, "systemctl kill --signal=SIGKILL nats-server; sleep 0.2; systemctl stop nats-server"))
+    new_leader = leader
+    while new_leader == leader and time.monotonic() - t0 < 60:
+        await asyncio.sleep(0.25)
+        new_leader = await _stream_leader(js, "AVAIL")
+    t_leader = time.monotonic()
+    proc = await stopping
     assert proc.returncode == 0, proc.stderr
     t_down = time.monotonic()
-    await asyncio.sleep(settle)
+    # one server down, a leader elected: every publish must be acked by the two remaining servers
+    await asyncio.sleep(1.0 + steady)
+    steady_window = pub.window(max(t_leader, t_down) + 1.0, time.monotonic())
     down_end = time.monotonic()
-    # with the server down: the last seconds must all be acked by the two remaining servers
-    steady = pub.window(down_end - 5.0, down_end)
-    new_leader = await _stream_leader(js, "AVAIL")
     await asyncio.to_thread(_ssh, address, "systemctl start nats-server")
     await _wait_healthy(address)
     await asyncio.sleep(3)
     t_end = time.monotonic()
+    outage = pub.window(t0, down_end)
+    first_ok_after = next((e[0] for e in pub.log if e[0] >= t0 and e[1]
+                           and not any(not f[1] for f in pub.log if e[0] < f[0] < down_end)), None)
     figures = {
         "how": how, "server": leader, "new_leader": new_leader,
         "stop_command_s": round(t_down - t0, 2),
-        "while_going_down_and_down": pub.window(t0, down_end),
-        "steady_with_one_down_last_5s": steady,
+        "new_stream_leader_after_s": round(t_leader - t0, 2),
+        "publishes_ok_for_good_after_s": round(first_ok_after - t0, 2) if first_ok_after else None,
+        "from_stop_to_restart": outage,
+        "steady_with_one_down": steady_window,
         "restart_and_rejoin": pub.window(down_end, t_end),
     }
-    assert steady["attempts"] > 0 and steady["refused"] == 0, figures
+    print(json.dumps(figures))
     assert new_leader != leader, figures
+    assert steady_window["attempts"] > 0 and steady_window["refused"] == 0, figures
     return figures
 
 
