@@ -20,6 +20,7 @@ options:
   security_mirror: {type: str, default: auto, description: Debian security URI; auto reads the controller's, empty for none.}
   packages: {type: list, elements: str, required: true, description: Packages debootstrap includes.}
   setup: {type: str, required: true, description: Shell script run in the image once debootstrap is done.}
+  trust_bundle: {type: path, default: "", description: "The controller's CA bundle: certificates in it that Debian's lacks (a proxy's, a company CA) are trusted in the image too; empty for none."}
 """
 
 RETURN = r"""
@@ -29,10 +30,38 @@ build_seconds: {description: Seconds the build took (0 when cached)., returned: 
 """
 
 
-def recipe_id(suite, mirror, security_mirror, packages, setup):
+def recipe_id(suite, mirror, security_mirror, packages, setup, trust=""):
     recipe = json.dumps({"suite": suite, "mirror": mirror, "security": security_mirror,
-                         "packages": sorted(packages), "setup": setup}, sort_keys=True)
+                         "packages": sorted(packages), "setup": setup,
+                         "trust": hashlib.sha256(trust.encode()).hexdigest() if trust else ""}, sort_keys=True)
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+
+PEM_END = "-----END CERTIFICATE-----"
+
+
+def pem_blocks(text):
+    blocks = []
+    for chunk in text.split(PEM_END)[:-1]:
+        start = chunk.find("-----BEGIN CERTIFICATE-----")
+        if start >= 0:
+            blocks.append(chunk[start:].strip() + "\n" + PEM_END + "\n")
+    return blocks
+
+
+def add_controller_trust(root, bundle_text, run):
+    """Trust in the image what the controller trusts beyond Debian's own list (proxies, company CAs)."""
+    with open(os.path.join(root, "etc/ssl/certs/ca-certificates.crt")) as handle:
+        known = {block.strip() for block in pem_blocks(handle.read())}
+    extra = [block for block in pem_blocks(bundle_text) if block.strip() not in known]
+    target = os.path.join(root, "usr/local/share/ca-certificates")
+    os.makedirs(target, exist_ok=True)
+    for index, block in enumerate(extra):
+        with open(os.path.join(target, "kvtestbed-controller-%d.crt" % index), "w") as handle:
+            handle.write(block)
+    if extra:
+        run(["chroot", root, "update-ca-certificates"])
+    return len(extra)
 
 
 def _unmount_below(path):
@@ -68,6 +97,8 @@ def build(module, target, params):
         env_file = os.path.join(staging, "root", ".lab-setup.env")
         with open(env_file, "w") as handle:
             handle.write("SUITE={}\nMIRROR={}\nSECURITY_MIRROR={}\n".format(params["suite"], params["mirror"], params["security_mirror"]))
+        if params["trust"]:
+            add_controller_trust(staging, params["trust"], run)
         run(["chroot", staging, "/bin/sh", "-ec", ". /root/.lab-setup.env; . /root/.lab-setup.sh"])
         os.remove(setup_path)
         os.remove(env_file)
@@ -93,6 +124,7 @@ def main():
             security_mirror=dict(type="str", default="auto"),
             packages=dict(type="list", elements="str", required=True),
             setup=dict(type="str", required=True),
+            trust_bundle=dict(type="path", default=""),
         ),
         supports_check_mode=True,
     )
@@ -104,8 +136,15 @@ def main():
             params[key] = find_mirror(kind) or ""
     if not params["mirror"]:
         module.fail_json(msg="no Debian mirror in this controller's apt sources; set lab_image_mirror")
+    params["trust"] = ""
+    if params["trust_bundle"]:
+        try:
+            with open(params["trust_bundle"]) as handle:
+                params["trust"] = handle.read()
+        except OSError as exc:
+            module.fail_json(msg="lab_image_trust_bundle %s: %s" % (params["trust_bundle"], exc.strerror))
     image_id = recipe_id(params["suite"], params["mirror"], params["security_mirror"],
-                         params["packages"], params["setup"])
+                         params["packages"], params["setup"], params["trust"])
     base = os.path.join(params["cache_dir"], params["suite"])
     target = f"{base}-{image_id}"
     for leftover in glob.glob(base + "-*.build-*"):
