@@ -27,7 +27,9 @@ def _one_line(text):
 
 def _message(result):
     res = result._result
-    for key in ("msg", "stderr", "module_stderr", "stdout"):
+    # a command's own words say more than Ansible's "non-zero return code"
+    keys = ("stderr", "msg", "module_stderr", "stdout") if res.get("rc") else ("msg", "stderr", "module_stderr", "stdout")
+    for key in keys:
         value = res.get(key)
         if value:
             text = _one_line(value)
@@ -71,12 +73,14 @@ class CallbackModule(CallbackBase):
         tags = set(getattr(task, "tags", []) or [])
         host = result._host.get_name()
         msg = _message(result)
+        input_error = any(tag.endswith("preflight") for tag in tags)
         if unreachable:
             address = result._host.vars.get("ansible_host", host)
             msg = f"host {host} ({address}) does not answer over SSH: {msg}"
+        elif not input_error and host != "localhost":
+            msg = f"{host}: {task.get_name()}: {msg}"
         with open(path, "w") as handle:
-            json.dump({"host": host, "task": task.get_name(), "msg": msg,
-                       "input_error": any(tag.endswith("preflight") for tag in tags)}, handle)
+            json.dump({"host": host, "task": task.get_name(), "msg": msg, "input_error": input_error}, handle)
         self._error_written = True
 
     def v2_playbook_on_task_start(self, task, is_conditional):

@@ -25,3 +25,8 @@ def test_first_line_of_multiline_stderr():
 def test_loop_item_failure():
     assert callback._message(result(results=[{"failed": False}, {"failed": True, "msg": "item broke"}])) == \
         "item broke"
+
+
+def test_command_failure_prefers_its_stderr():
+    assert callback._message(result(rc=1, msg="non-zero return code", stderr="nft: syntax error\n")) == \
+        "nft: syntax error"
