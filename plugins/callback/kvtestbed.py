@@ -28,7 +28,9 @@ def _one_line(text):
 def _message(result):
     res = result._result
     # a command's own words say more than Ansible's "non-zero return code"
-    keys = ("stderr", "msg", "module_stderr", "stdout") if res.get("rc") else ("msg", "stderr", "module_stderr", "stdout")
+    keys = ("msg", "stderr", "module_stderr", "stdout")
+    if res.get("rc"):
+        keys = ("stderr", "msg", "module_stderr", "stdout")
     for key in keys:
         value = res.get(key)
         if value:
