@@ -2,24 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-SECRETS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "secrets"
-
-
-def secret(name: str) -> str:
-    return (SECRETS / name).read_text().strip()
-
-
-def cli(host, port: int, *args: str, deployment: str = "redis", engine: str = "redis", address: str = "127.0.0.1",
-        extra: str = "") -> str:
-    """Run <engine>-cli on the host as the deployment's admin user; the password travels in the environment."""
-    auth = f"REDISCLI_AUTH={secret(deployment + '-admin')} " if deployment else ""
-    user = "--user admin " if deployment else ""
-    cmd = f"{auth}{engine}-cli {user}--no-auth-warning {extra} -h {address} -p {port} " + " ".join(args)
-    return host.check_output(cmd)
-
+from molecule_kv import secret
 
 
 def sentinel(host, *args: str) -> str:
