@@ -213,7 +213,10 @@ async def connect_nats(endpoint: NatsEndpoint, name: str = "kvtestbed", **kw: An
     try:
         # Probe once without reconnects: with max_reconnect_attempts=-1 nats-py would retry a wrong
         # URL or password forever, and at startup that must be one clear error instead.
-        probe = await nats.connect(**{**options, "allow_reconnect": False})
+        # The probe gets none of the caller's callbacks: its close is not a disconnection to count.
+        callbacks = ("disconnected_cb", "reconnected_cb", "closed_cb")
+        probe_options = {k: v for k, v in options.items() if k not in callbacks}
+        probe = await nats.connect(**{**probe_options, "allow_reconnect": False, "max_reconnect_attempts": 0})
         await probe.close()
         return await nats.connect(**options)
     except (TimeoutError, NatsError, OSError) as exc:
