@@ -175,18 +175,7 @@ class Host:
         subprocess.run(["rm", "-rf", "--one-file-system", self.dir], check=False)
 
     def _put(self, rel, content, mode=0o644):
-        path = os.path.join(self.root, rel.lstrip("/"))
-        try:
-            with open(path) as handle:
-                if handle.read() == content:
-                    return False
-        except OSError:
-            pass
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as handle:
-            handle.write(content)
-        os.chmod(path, mode)
-        return True
+        return self.rt.write_if_changed(os.path.join(self.root, rel.lstrip("/")), content, mode)
 
     def configure(self):
         p = self.p
@@ -373,7 +362,7 @@ def apply(shared, rt):
     return changed, results, errors
 
 
-def write_status(path, specs, results, extra):
+def write_status(path, specs, results, extra, rt):
     by_name = {result["name"]: result for result in results}
     hosts = []
     for spec in specs:
@@ -382,16 +371,7 @@ def write_status(path, specs, results, extra):
         entry.update({key: result.get(key) for key in ("runtime", "limits", "link")})
         hosts.append(entry)
     content = json.dumps(dict(extra, hosts=hosts), indent=2, sort_keys=True) + "\n"
-    try:
-        with open(path) as handle:
-            if handle.read() == content:
-                return False
-    except OSError:
-        pass
-    with open(path + ".tmp", "w") as handle:
-        handle.write(content)
-    os.rename(path + ".tmp", path)
-    return True
+    return rt.write_if_changed(path, content)
 
 
 def main():
@@ -431,7 +411,7 @@ def main():
     if errors:
         module.fail_json(msg="; ".join(sorted(errors)), hosts=results)
     if p["status_file"] and p["state"] == "running":
-        changed |= write_status(p["status_file"], p["hosts"], results, p["status_extra"])
+        changed |= write_status(p["status_file"], p["hosts"], results, p["status_extra"], lab_runtime)
     module.exit_json(changed=changed, hosts=results)
 
 

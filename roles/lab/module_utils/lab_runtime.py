@@ -23,6 +23,23 @@ def run(argv, check=True, input_text=None):
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def write_if_changed(path, content, mode=None):
+    """Write content atomically unless the file already holds it; True when written."""
+    try:
+        with open(path) as handle:
+            if handle.read() == content:
+                return False
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as handle:
+        handle.write(content)
+    if mode is not None:
+        os.chmod(path + ".tmp", mode)
+    os.rename(path + ".tmp", path)
+    return True
+
+
 def systemd_is_pid1():
     # the documented test (sd_booted): this directory exists only when systemd manages the machine
     return os.path.isdir("/run/systemd/system")
