@@ -23,7 +23,7 @@ options:
 
 def main():
     from ansible.module_utils.basic import AnsibleModule
-    from ansible.module_utils.lab_runtime import pid_alive, read_pid, terminate
+    from ansible.module_utils.lab_runtime import pid_alive, read_pid, terminate, write_if_changed
 
     module = AnsibleModule(argument_spec=dict(
         argv=dict(type="list", elements="str", default=[]),
@@ -43,16 +43,7 @@ def main():
         if os.path.exists(p["pidfile"]):
             os.remove(p["pidfile"])
         module.exit_json(changed=alive)
-    config_changed = False
-    if p["config_path"]:
-        try:
-            with open(p["config_path"]) as handle:
-                config_changed = handle.read() != p["config"]
-        except OSError:
-            config_changed = True
-        if config_changed:
-            with open(p["config_path"], "w") as handle:
-                handle.write(p["config"])
+    config_changed = bool(p["config_path"]) and write_if_changed(p["config_path"], p["config"])
     if alive and config_changed and not terminate(pid, p["needle"], timeout=5.0):
         module.fail_json(msg="lab daemon %s (pid %d) did not stop for its new config" % (p["needle"], pid))
     if alive and not config_changed:
