@@ -81,12 +81,16 @@ def probe_listener(host):
     """A listener on a port the firewall has not opened, and one on a port a drop-in opens."""
     host.run("nohup python3 -m http.server 8099 >/dev/null 2>&1 & echo $! > /tmp/probe-8099.pid")
     host.run("nohup python3 -m http.server 8098 >/dev/null 2>&1 & echo $! > /tmp/probe-8098.pid")
+    # the same atomic reload the roles' handlers use
     host.run("echo 'add element inet kvtestbed_fw testbed_tcp { 8098 }' > /etc/kvtestbed/firewall.d/probe.nft"
-             " && systemctl reload kvtestbed-firewall")
-    time.sleep(1)
+             " && nft -f /etc/kvtestbed/firewall.nft")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (host.socket("tcp://0.0.0.0:8098").is_listening
+                                                and host.socket("tcp://0.0.0.0:8099").is_listening):
+        time.sleep(0.5)
     yield
     host.run("kill $(cat /tmp/probe-8099.pid) $(cat /tmp/probe-8098.pid)")
-    host.run("rm -f /etc/kvtestbed/firewall.d/probe.nft && systemctl reload kvtestbed-firewall")
+    host.run("rm -f /etc/kvtestbed/firewall.d/probe.nft && nft -f /etc/kvtestbed/firewall.nft")
 
 
 def test_firewall_from_the_controller(host, probe_listener):
