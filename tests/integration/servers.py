@@ -209,6 +209,7 @@ class NatsServer(ManagedProcess):
         cluster_port: int | None = None,
         routes: Sequence[int] = (),
         cluster_name: str = "kvt",
+        users: dict[str, str] | None = None,
     ) -> None:
         port = port or free_port()
         self.monitor_port = free_port()
@@ -225,6 +226,9 @@ class NatsServer(ManagedProcess):
             route_list = ", ".join(f'"nats-route://{LOOPBACK}:{r}"' for r in routes)
             listen = f"{LOOPBACK}:{cluster_port}"
             lines.append(f'cluster {{ name: "{cluster_name}", listen: "{listen}", routes: [{route_list}] }}')
+        if users:
+            entries = ", ".join(f'{{user: "{u}", password: "{pw}"}}' for u, pw in users.items())
+            lines.append(f"authorization {{ users: [{entries}] }}")
         conf.write_text("\n".join(lines) + "\n")
         super().__init__(name, [binary, "-c", str(conf)], workdir, port)
 
@@ -250,6 +254,48 @@ class NatsServer(ManagedProcess):
                 if time.monotonic() > deadline:
                     raise
             time.sleep(0.1)
+
+
+class SentinelServer(ManagedProcess):
+    """redis-server --sentinel watching one master; fast failover settings for tests."""
+
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        master_name: str,
+        master_port: int,
+        quorum: int = 1,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 5000,
+    ) -> None:
+        port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / f"sentinel-{port}.conf"  # Sentinel rewrites it: a file of its own, writable
+        conf.write_text(
+            "\n".join(
+                [
+                    f"port {port}",
+                    f"bind {LOOPBACK}",
+                    f"dir {workdir}",
+                    f"sentinel monitor {master_name} {LOOPBACK} {master_port} {quorum}",
+                    f"sentinel down-after-milliseconds {master_name} {down_after_ms}",
+                    f"sentinel failover-timeout {master_name} {failover_timeout_ms}",
+                    f"sentinel parallel-syncs {master_name} 1",
+                ]
+            )
+            + "\n"
+        )
+        self.master_name = master_name
+        super().__init__(f"sentinel-{port}", [binary, str(conf), "--sentinel"], workdir, port)
+
+    def master(self) -> tuple[str, int] | None:
+        with redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=1, decode_responses=True) as c:
+            addr = c.sentinel_get_master_addr_by_name(self.master_name)
+        return (addr[0], int(addr[1])) if addr else None
+
+    def endpoint(self) -> dict[str, object]:
+        return {"host": LOOPBACK, "port": self.port}
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / ".venv" / "bin"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -42,3 +44,29 @@ def write_lab_inventory(path: Path, name: str, octet: int, hosts: dict[str, str]
               f"    testbed_subnet: 198.18.{octet}.0/24"]
     (path / "hosts.yml").write_text("\n".join(lines) + "\n" + extra)
     return path
+
+
+def ansible_env() -> dict[str, str]:
+    return {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": f"{BIN}:{os.environ['PATH']}",
+            "ANSIBLE_NOCOLOR": "1"}
+
+
+def run_playbook(inventory: Path, playbook: str, *extra: str, check: bool = True,
+                 timeout: int = 1800) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook from the project; with check, a failure fails the test with the output's tail."""
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(ROOT / playbook), *extra],
+                          cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{playbook} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def changed_total(stdout: str) -> int:
+    """Sum of changed=N over a PLAY RECAP (the default callback's format)."""
+    return sum(int(n) for n in re.findall(r"\bchanged=(\d+)", stdout))
+
+
+def ssh(address: str, key: str | Path, command: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    options = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+    return subprocess.run(["ssh", "-i", str(key), *options, f"root@{address}", command],
+                          capture_output=True, text=True, timeout=timeout)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -19,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import changed_total, run_playbook, ssh
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / ".venv" / "bin"
 LAB = "kvf1"
 SUBNET = "198.18.46"
 HOSTS = {"kf-1": f"{SUBNET}.11", "kf-2": f"{SUBNET}.12", "kf-3": f"{SUBNET}.13"}
@@ -29,6 +30,9 @@ KEY = f"/var/lib/kvtestbed/lab/{LAB}/ssh/id_ed25519"
 DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, NODE_TIMEOUT_MS = 3000, 10000, 3000
 OUTSIDE = "203.0.113.77"  # TEST-NET-3: an address outside the testbed subnet
 KEYDB_ARCHIVE = os.environ.get("KVTESTBED_KEYDB_ARCHIVE", "")
+# The role compares this with `keydb-server --version` to decide whether to build: it must match the archive.
+_ARCHIVE_VERSION = re.search(r"(\d+\.\d+\.\d+)", Path(KEYDB_ARCHIVE).name)
+KEYDB_VERSION = os.environ.get("KVTESTBED_KEYDB_VERSION") or (_ARCHIVE_VERSION[1] if _ARCHIVE_VERSION else "6.3.4")
 
 INVENTORY = f"""---
 all:
@@ -59,7 +63,8 @@ all:
         keydb_deploy: "{{{{ (keydb_source_archive | default('')) | length > 0 }}}}"
         keydb_kvstore: {{engine: keydb, topology: mesh, ports: [6381],
                          keydb_source_archive: "{{{{ keydb_source_archive | default('') }}}}",
-                         keydb_source_checksum: "{{{{ keydb_source_checksum | default('') }}}}"}}
+                         keydb_source_checksum: "{{{{ keydb_source_checksum | default('') }}}}",
+                         keydb_source_version: "{{{{ keydb_source_version | default('6.3.4') }}}}"}}
   vars:
     lab_name: {LAB}
     lab_bridge: kvtb-{LAB}
@@ -73,23 +78,12 @@ all:
 """
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": f"{BIN}:{os.environ['PATH']}",
-            "ANSIBLE_NOCOLOR": "1"}
-
-
 def _playbook(inventory: Path, playbook: str, *extra: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(ROOT / playbook), *extra],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        pytest.fail(f"{playbook} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-2000:]}")
-    return proc
+    return run_playbook(inventory, playbook, *extra)
 
 
 def _ssh(host: str, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ssh", "-i", KEY, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                           "-o", "LogLevel=ERROR", f"root@{HOSTS[host]}", command],
-                          capture_output=True, text=True, timeout=120)
+    return ssh(HOSTS[host], KEY, command)
 
 
 @pytest.fixture(scope="module")
@@ -100,16 +94,15 @@ def lab(tmp_path_factory):
     secrets = work / "secrets"
     extra = ["-e", f"testbed_secrets_dir={secrets}"]
     if KEYDB_ARCHIVE:
-        extra += ["-e", f"keydb_source_archive={KEYDB_ARCHIVE}"]
+        extra += ["-e", f"keydb_source_archive={KEYDB_ARCHIVE}", "-e", f"keydb_source_version={KEYDB_VERSION}"]
     try:
         _playbook(inventory, "playbooks/lab.yml")
         _playbook(inventory, "playbooks/common.yml")
         _playbook(inventory, "playbooks/redis.yml", *extra)
         keydb = _playbook(inventory, "playbooks/keydb.yml", *extra)
-        yield {"inventory": inventory, "secrets": secrets, "keydb_output": keydb.stdout}
+        yield {"inventory": inventory, "secrets": secrets, "keydb_output": keydb.stdout, "extra": extra}
     finally:
-        subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(ROOT / "playbooks/lab.yml"),
-                        "-e", "lab_state=down"], cwd=ROOT, env=_env(), capture_output=True, timeout=600)
+        run_playbook(inventory, "playbooks/lab.yml", "-e", "lab_state=down", check=False, timeout=600)
 
 
 def _secret(lab, name: str) -> str:
@@ -256,3 +249,8 @@ def test_keydb_mesh_write_anywhere_read_everywhere(lab):
             break
         time.sleep(0.2)
     assert not missing, f"writes not seen (reader, writer): {missing}"
+    for host, client in clients.items():
+        info = client.info("server")
+        assert info.get("redis_version", "").startswith(KEYDB_VERSION[:3]) or "keydb" in str(info).lower(), host
+    again = _playbook(lab["inventory"], "playbooks/keydb.yml", *lab["extra"])
+    assert changed_total(again.stdout) == 0, f"second keydb.yml run changed something:\n{again.stdout[-3000:]}"

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import run_playbook, ssh
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / ".venv" / "bin"
 LAB = "nats3"
 SUBNET = "198.18.23"
 SERVERS = {"nl-1": f"{SUBNET}.21", "nl-2": f"{SUBNET}.22", "nl-3": f"{SUBNET}.13"}
@@ -59,23 +59,12 @@ all:
 """
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": f"{BIN}:{os.environ['PATH']}",
-            "ANSIBLE_NOCOLOR": "1"}
-
-
 def _playbook(inventory: Path, playbook: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(ROOT / playbook), *extra],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        pytest.fail(f"{playbook} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
-    return proc
+    return run_playbook(inventory, playbook, *extra, check=check, timeout=900)
 
 
 def _ssh(address: str, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ssh", "-i", KEY, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                           "-o", "LogLevel=ERROR", f"root@{address}", command],
-                          capture_output=True, text=True, timeout=120)
+    return ssh(address, KEY, command)
 
 
 # --- the lab: R3 availability with one server stopped -------------------------------------------------------

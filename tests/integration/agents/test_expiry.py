@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest_extra import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
-from servers import NatsServer, RedisServer
+from servers import NatsServer, RedisServer, SentinelServer
 
 pytestmark = pytest.mark.integration
 
@@ -146,9 +146,7 @@ def test_each_key_processed_exactly_once_evenly(
     print("EXPIRY-FIGURES", json.dumps(figures))
 
 
-def test_agents_resume_after_servers_restart(
-    tmp_path: Path, server_factory: Any, nats_server: NatsServer
-) -> None:
+def test_agents_resume_after_servers_restart(tmp_path: Path, server_factory: Any, nats_server: NatsServer) -> None:
     target = server_factory("redis", extra=TARGET_EXTRA)
     ledger = server_factory("redis")
     run_id = "resume"
@@ -207,10 +205,86 @@ def test_agents_resume_after_servers_restart(
     )
 
 
-def test_bad_input_exits_2_with_one_line(
+def test_consumers_follow_the_master_sentinel_names_after_a_failover(
     tmp_path: Path, server_factory: Any, nats_server: NatsServer
 ) -> None:
+    """Replicas never publish `expired` for the primary's keys: after SIGKILL of the primary, only a
+    consumer that asks Sentinel for the new master keeps receiving events."""
+    primary = server_factory("redis", extra=TARGET_EXTRA)
+    replica = server_factory("redis", extra=(*TARGET_EXTRA, "--replicaof", primary.host, str(primary.port)))
+    ledger = server_factory("redis")
+    wait_until(
+        lambda: replica.client(socket_timeout=1).info("replication").get("master_link_status") == "up",
+        15,
+        what="replica in sync",
+    )
+    sentinel = SentinelServer(primary.argv[0], tmp_path / "sentinel", "kvt", primary.port)
+    sentinel.start()
+    run_id = "sentinel"
+    cfg = base_config(run_id, primary, ledger, nats_server)
+    cfg["target"] = {"mode": "sentinel", "master_name": "kvt", "sentinels": [sentinel.endpoint()], "refresh_s": 0.5}
+    generator = {
+        "count": 8000,
+        "rate": 800,  # 10 s of writes: the failover happens in the middle
+        "ttl_ms": 1500,
+        "ttl_jitter_ms": 1000,
+        "grace_ms": 10000,
+        "audit_interval_s": 1.0,
+    }
+    try:
+        cons, work, gen = start_expiry(tmp_path, cfg, 2, 2, "store", generator)
+        agents = [*cons, *work, gen]
+        try:
+            time.sleep(3.0)
+            primary.kill()
+            killed_ms = time.time() * 1000
+            wait_until(lambda: sentinel.master() == (replica.host, replica.port), 30, 0.1, "Sentinel promotion")
+            promoted_ms = time.time() * 1000
+            audit = wait_until(
+                lambda: (a := ledger_audit(ledger, run_id)) and a["complete"] and a,
+                90,
+                0.5,
+                "audit complete",
+            )
+            time.sleep(1.5)
+            dumps = stop_all(agents)
+        finally:
+            for agent in agents:
+                agent.kill()
+    finally:
+        sentinel.stop()
+
+    # Both consumers moved their subscription to the promoted replica.
+    new_master = f"{replica.host}:{replica.port}"
+    for agent in cons:
+        summary = dumps[agent.name]["summary"]
+        assert summary["node_changes"] >= 1, summary
+        assert summary["per_node"].get(new_master, 0) > 0, summary["per_node"]
+    # Keys due once the consumers had had time to follow (promotion + 2 refreshes) were all processed.
+    settle_ms = promoted_ms + 2000
+    with ledger.client(socket_timeout=2, decode_responses=True) as c:
+        late = c.zrangebyscore(f"kvt:ledger:{{{run_id}}}:deadlines", settle_ms, "+inf")
+        counts = c.hmget(f"kvt:ledger:{{{run_id}}}:processed", late) if late else []
+    assert len(late) > 1000, len(late)
+    assert all(n is not None and int(n) >= 1 for n in counts)
+    # Events around the failover may be gone (pub/sub is at-most-once): counted as lost, never guessed.
+    assert audit["processed_twice"] == 0
+    assert audit["generated"] == audit["processed_keys"] + audit["lost"]
+    print(
+        "EXPIRY-SENTINEL",
+        json.dumps(
+            {
+                "promotion_s": round((promoted_ms - killed_ms) / 1000, 2),
+                **{k: audit[k] for k in ("generated", "processed_keys", "lost", "processed_twice")},
+            }
+        ),
+    )
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, server_factory: Any, nats_server: NatsServer) -> None:
     protected = server_factory("redis", password="s3cret")
+    nats_protected = NatsServer(nats_server.argv[0], tmp_path / "nats-auth", users={"agent": "right"})
+    nats_protected.start()
     good = base_config("bad", protected, protected, nats_server)
     good["ledger"] = {**protected.endpoint()}
     good["target"] = {"mode": "nodes", "nodes": [protected.endpoint()]}
@@ -225,10 +299,21 @@ def test_bad_input_exits_2_with_one_line(
             "ledger": {**protected.endpoint(), "password": "nope"},
         },
         "missing nats": {k: v for k, v in {**good, "role": "worker"}.items() if k != "nats"},
+        "wrong nats password": {
+            **good,
+            "role": "worker",
+            "nats": {"servers": [nats_protected.url], "user": "agent", "password": "wrong"},
+        },
+        "no nats password": {**good, "role": "worker", "nats": {"servers": [nats_protected.url]}},
     }
-    for what, config in cases.items():
-        config = {**config, "service": {"metrics_port": 0}}
-        code, err = run_bad_config("expiry", config, tmp_path)
-        lines = [line for line in err.splitlines() if line.strip()]
-        assert code == 2, f"{what}: exit {code}: {err}"
-        assert len(lines) == 1 and "Traceback" not in err, f"{what}: {err}"
+    try:
+        for what, config in cases.items():
+            config = {**config, "service": {"metrics_port": 0}}
+            code, err = run_bad_config("expiry", config, tmp_path)
+            lines = [line for line in err.splitlines() if line.strip()]
+            assert code == 2, f"{what}: exit {code}: {err}"
+            assert len(lines) == 1 and "Traceback" not in err, f"{what}: {err}"
+            if "nats password" in what:
+                assert "nats" in err.lower() and "author" in err.lower(), f"{what}: {err}"
+    finally:
+        nats_protected.stop()
