@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from kvtestbed.agents.config import load_config
 from kvtestbed.agents.main import resolve_kind
 
