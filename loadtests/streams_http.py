@@ -1,7 +1,7 @@
 """Locust users for the streams workload: each task is one request/response round trip through the ingress.
 
-    locust -f loadtests/streams_http.py --host http://198.18.0.22:9431            # web UI on :8089
-    locust -f loadtests/streams_http.py --host http://127.0.0.1:9431 --headless -u 20 -r 5 -t 60s
+    locust -f loadtests/streams_http.py --host http://198.18.0.11:8480            # the lab's ingress; UI on :8089
+    locust -f loadtests/streams_http.py --host http://127.0.0.1:8480 --headless -u 20 -r 5 -t 60s
 
 Locust rounds response times below 100 ms to whole milliseconds: read the agent's HdrHistogram (/hdr) or its
 Prometheus histograms for sub-millisecond figures; Locust's own numbers are for throughput and errors.

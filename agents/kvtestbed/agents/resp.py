@@ -137,13 +137,18 @@ class RespConnection:
         return waiter
 
     async def execute(self, *args: Any, timeout_s: float = 5.0) -> Any:
-        waiter = self.send(*args)
+        return await self.wait(self.send(*args), args[0], timeout_s)
+
+    async def wait(self, waiter: asyncio.Future[Any], command: Any, timeout_s: float = 5.0) -> Any:
+        """The reply of a command written with send(); a timeout drops the connection."""
+        if waiter.done():
+            return waiter.result()
         try:
             return await asyncio.wait_for(waiter, timeout_s)
         except TimeoutError:
             # The stream is now out of step with our waiters: drop the connection, callers reconnect.
             self.close()
-            raise TimeoutError(f"{self.label}: no reply to {args[0]!r} within {timeout_s} s") from None
+            raise TimeoutError(f"{self.label}: no reply to {command!r} within {timeout_s} s") from None
 
     async def subscribe(self, *channels: str | bytes) -> None:
         self._protocol.subscribed = True

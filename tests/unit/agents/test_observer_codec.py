@@ -7,6 +7,7 @@ from kvtestbed.agents.config import ConfigError, RedisEndpoint
 from kvtestbed.agents.observer import (
     ListenerConfig,
     ObserverConfig,
+    ValueEncoder,
     WriterConfig,
     decode_value,
     encode_value,
@@ -26,6 +27,27 @@ def test_value_round_trip_with_history() -> None:
     )
     assert version.wall_of(7) == 1_000_000 and version.wall_of(6) == 999_000 and version.wall_of(5) == 998_000
     assert version.wall_of(4) is None and version.wall_of(8) is None
+
+
+def test_incremental_encoder_matches_the_reference_encoding() -> None:
+    encoder = ValueEncoder("run1", b"pp", history=4)
+    walls: list[int] = []
+    for seq, wall in enumerate([1_000, 2_500, 2_600, 9_000, 9_001, 12_345], start=1):
+        raw = encoder.encode(seq, wall, 7)
+        assert raw == encode_value(seq, wall, 7, "run1", b"pp", history=walls[:4])
+        version = decode_value(raw)
+        assert version is not None
+        assert [version.wall_of(seq - back) for back in range(1, len(walls[:4]) + 1)] == walls[:4]
+        encoder.commit(wall)
+        walls.insert(0, wall)
+
+
+def test_a_failed_write_leaves_the_history_alone() -> None:
+    encoder = ValueEncoder("r", b"", history=3)
+    encoder.encode(1, 100, 0)
+    encoder.commit(100)
+    encoder.encode(2, 200, 0)  # never committed: the write failed and seq 2 is retried
+    assert decode_value(encoder.encode(2, 300, 0)).history == (100,)  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("raw", [None, b"", b"garbage", b"1:2:3", b"a:b:c:d::x"])
