@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -81,6 +82,31 @@ def redis_benchmark_get_p50_us(port: int, requests: int = 50_000) -> float:
     return float(rows[0]["p50_latency_ms"]) * 1000
 
 
+def paced_get_p50_us(port: int, rate: int = OBSERVER_RATE, seconds: float = 3.0) -> float:
+    """GET round trips from a minimal blocking client at the observer's pace (sleeping between requests).
+
+    redis-benchmark keeps client and server busy back to back; at 1,000 requests/s both sleep between
+    requests and each request pays their wake-ups. This reference shows that cost without any agent code.
+    """
+    request = b"*2\r\n$3\r\nGET\r\n$13\r\nbench:missing\r\n"
+    samples: list[int] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        next_t = time.monotonic()
+        for _ in range(int(rate * seconds)):
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            start = time.perf_counter_ns()
+            sock.sendall(request)
+            reply = sock.recv(64)
+            samples.append(time.perf_counter_ns() - start)
+            assert reply == b"$-1\r\n", reply
+            next_t += 1 / rate
+    samples.sort()
+    return samples[len(samples) // 2] / 1000
+
+
 def _observer_run(
     redis_srv: RedisServer, workdir: Path, listeners: list[dict[str, Any]], name: str, poll_us: int = 0
 ) -> dict[str, Any]:
@@ -126,17 +152,20 @@ def test_observer_one_way_latency_vs_redis_benchmark(redis_srv: RedisServer, ben
     endpoint = redis_srv.endpoint()
     listeners = [{"name": "async", "mode": "async", "endpoint": endpoint}]
     before = redis_benchmark_get_p50_us(redis_srv.port)
+    paced = paced_get_p50_us(redis_srv.port)
     blocking = _observer_run(redis_srv, bench_dir, listeners, "obs-block")
     polling = _observer_run(redis_srv, bench_dir, listeners, "obs-poll", poll_us=OBSERVER_POLL_US)
     after = redis_benchmark_get_p50_us(redis_srv.port)
     ref = min(before, after)  # the quieter of the two reference runs around the measurements
     print(f"\nBENCH redis-benchmark -c 1 -t get p50: {before:.0f} us before, {after:.0f} us after")
+    print(f"BENCH paced GET round trip (blocking socket, {OBSERVER_RATE}/s) p50: {paced:.0f} us (x{paced / ref:.2f})")
     for label, run in (("blocking", blocking), (f"poll {OBSERVER_POLL_US} us", polling)):
         lst = run["listeners"]["async"]
         one_way = lst["notify_latency"]
         print(
             f"BENCH observer async listener, {label}, @ {OBSERVER_RATE}/s x {OBSERVER_SECONDS} s: one-way p50 "
-            f"{one_way['p50_us']} us (x{one_way['p50_us'] / ref:.2f} of redis-benchmark), p99 {one_way['p99_us']} us, "
+            f"{one_way['p50_us']} us (x{one_way['p50_us'] / ref:.2f} of redis-benchmark, "
+            f"x{one_way['p50_us'] / paced:.2f} of the paced GET), p99 {one_way['p99_us']} us, "
             f"p99.9 {one_way['p999_us']} us; read p50 {lst['read_latency']['p50_us']} us, rtt p50 "
             f"{lst['rtt']['p50_us']} us; coalesced {lst['coalesced']} missed {lst['missed']}; "
             f"rss {run['rss_bytes_measured'] / 2**20:.1f} MB"
