@@ -5,7 +5,7 @@ playbooks/redis.yml and playbooks/keydb.yml on it, measures, and removes it. Fig
 results/kvstore_failover.json.
 
     .venv/bin/pytest -m lab tests/lab/test_kvstore_lab.py -s                  # needs root
-    KVTESTBED_KEYDB_ARCHIVE=/path/KeyDB-6.3.4.tar.gz .venv/bin/pytest ...    # also builds and checks KeyDB
+    KVTESTBED_KEYDB_ARCHIVE=/path/KeyDB-6.3.3.tar.gz .venv/bin/pytest ...    # also builds and checks KeyDB
 """
 
 from __future__ import annotations
