@@ -32,16 +32,22 @@ def kvtestbed(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str
                           cwd=ROOT, env=env, timeout=timeout)
 
 
+def lab_vars(name: str, subnet: str, indent: int = 4) -> str:
+    """The inventory vars of a lab of its own on <subnet>.0/24 (subnet like "198.18.46"), as YAML lines."""
+    lines = [f"lab_name: {name}", f"lab_bridge: kvtb-{name}", f"lab_subnet: {subnet}.0/24",
+             f"lab_gateway: {subnet}.1", "ansible_user: root",
+             f"ansible_ssh_private_key_file: /var/lib/kvtestbed/lab/{name}/ssh/id_ed25519",
+             f"testbed_subnet: {subnet}.0/24", f"common_ntp_servers: [{subnet}.1]", "common_in_lab: true"]
+    return "\n".join(" " * indent + line for line in lines)
+
+
 def write_lab_inventory(path: Path, name: str, octet: int, hosts: dict[str, str], extra: str = "") -> Path:
     """An inventory for a lab of its own on 198.18.<octet>.0/24: hosts maps name -> profile."""
     path.mkdir(parents=True, exist_ok=True)
     lines = ["all:", "  hosts:"]
     for index, (host, profile) in enumerate(hosts.items(), start=11):
         lines.append(f"    {host}: {{ansible_host: 198.18.{octet}.{index}, lab_profile: {profile}}}")
-    lines += ["  vars:", f"    lab_name: {name}", f"    lab_bridge: kvtb-{name}",
-              f"    lab_subnet: 198.18.{octet}.0/24", f"    lab_gateway: 198.18.{octet}.1", "    ansible_user: root",
-              f"    ansible_ssh_private_key_file: /var/lib/kvtestbed/lab/{name}/ssh/id_ed25519",
-              f"    testbed_subnet: 198.18.{octet}.0/24"]
+    lines += ["  vars:", lab_vars(name, f"198.18.{octet}")]
     (path / "hosts.yml").write_text("\n".join(lines) + "\n" + extra)
     return path
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import changed_total, run_playbook, ssh
+from conftest import changed_total, lab_vars, run_playbook, ssh
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = "kvf1"
@@ -66,15 +66,7 @@ all:
                          keydb_source_checksum: "{{{{ keydb_source_checksum | default('') }}}}",
                          keydb_source_version: "{{{{ keydb_source_version | default('6.3.4') }}}}"}}
   vars:
-    lab_name: {LAB}
-    lab_bridge: kvtb-{LAB}
-    lab_subnet: {SUBNET}.0/24
-    lab_gateway: {SUBNET}.1
-    ansible_user: root
-    ansible_ssh_private_key_file: {KEY}
-    testbed_subnet: {SUBNET}.0/24
-    common_ntp_servers: [{SUBNET}.1]
-    common_in_lab: true
+{lab_vars(LAB, SUBNET)}
 """
 
 

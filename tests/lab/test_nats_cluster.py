@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import run_playbook, ssh
+from conftest import lab_vars, run_playbook, ssh
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = "nats3"
@@ -45,15 +45,7 @@ all:
         nl-1:
         nl-2:
   vars:
-    lab_name: {LAB}
-    lab_bridge: kvtb-{LAB}
-    lab_subnet: {SUBNET}.0/24
-    lab_gateway: {SUBNET}.1
-    ansible_user: root
-    ansible_ssh_private_key_file: {KEY}
-    testbed_subnet: {SUBNET}.0/24
-    common_ntp_servers: [{SUBNET}.1]
-    common_in_lab: true
+{lab_vars(LAB, SUBNET)}
     nats_install_method: pypi
     nats_cluster_group: nats
 """
