@@ -106,7 +106,9 @@ def test_up_takes_over_a_killed_session(inventory):
     assert "stopped" in down.stdout and down.returncode == 1
     proc = kvtestbed("lab", "up", "--inventory", str(inventory))
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert ssh("198.18.51.12", "systemctl is-system-running --wait").stdout.strip() == "running"
+    result = ssh("198.18.51.12", "systemctl is-system-running --wait; systemctl --failed --no-legend; "
+                                 "journalctl -b -p warning --no-pager | tail -n 30")
+    assert result.stdout.split()[0] == "running", result.stdout
 
 
 def test_down_leaves_nothing(inventory):

@@ -281,7 +281,7 @@ def ensure_running(host):
         # whatever a killed session left running in this host's groups goes first (recorded or current paths)
         cgroups = host.rt.Cgroups()
         stale = set(host.load().get("cgroups", []))
-        stale.update(cgroups._dir(c, "kvtestbed-lab/{}".format(p["name"])) for c in ("memory", "cpu"))
+        stale.update(cgroups.paths("kvtestbed-lab/{}".format(p["name"])))
         host.rt.Cgroups.remove(sorted(stale))
         started = time.monotonic()
         host.start(state)

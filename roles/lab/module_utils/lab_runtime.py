@@ -160,9 +160,33 @@ class Cgroups:
                 return False
         return os.path.isdir(os.path.join(self.root, controller))
 
+    def _tracking_dirs(self, group):
+        """The group in the hierarchies an init builds its own tree in: systemd's name=systemd one and
+        the unified one. Containers started from one shared cgroup would share <that>/payload/system.slice
+        and, booting side by side, remove each other's unit groups (a unit then fails at "step CGROUP")."""
+        if self.unified:
+            return [self._dir("", group)]
+        found = []
+        for mount, names in (("systemd", "name=systemd"), ("unified", "")):
+            if os.path.exists(os.path.join(self.root, mount, "cgroup.procs")):
+                found.append(os.path.join(self.root, mount, self._own_path(names).lstrip("/"), group))
+        return found
+
+    def paths(self, group):
+        """Every directory create() may make for the group, whether or not it exists now."""
+        return sorted({self._dir(c, group) for c in ("memory", "cpu")} | set(self._tracking_dirs(group)))
+
     def create(self, group, memory_bytes, cpu_quota_percent):
-        """Create the group with limits; return (dirs, applied) where applied names what took effect."""
+        """Create the group with limits; return (dirs, applied) where applied names what took effect.
+
+        The group always gets a tracking group of its own too, limits or not (see _tracking_dirs)."""
         applied, dirs = {}, []
+        for path in self._tracking_dirs(group):
+            try:
+                os.makedirs(path, exist_ok=True)
+                dirs.append(path)
+            except OSError:
+                pass  # read-only hierarchy: the container shares its parent's, as before
         limits = (("memory", memory_bytes), ("cpu", cpu_quota_percent))
         for controller, value in limits:
             if not value or not self.available(controller):
@@ -198,14 +222,21 @@ class Cgroups:
                 handle.write(str(os.getpid()))
 
     @staticmethod
-    def procs(dirs):
+    def _tree(path):
+        """The group and every group below it, deepest first (the order rmdir needs)."""
+        below = [os.path.join(top, name) for top, names, _ in os.walk(path, topdown=False) for name in names]
+        return below + [path]
+
+    @classmethod
+    def procs(cls, dirs):
         found = set()
         for path in dirs:
-            try:
-                with open(os.path.join(path, "cgroup.procs")) as handle:
-                    found.update(int(pid) for pid in handle.read().split())
-            except OSError:
-                continue
+            for group in cls._tree(path):
+                try:
+                    with open(os.path.join(group, "cgroup.procs")) as handle:
+                        found.update(int(pid) for pid in handle.read().split())
+                except OSError:
+                    continue
         return found
 
     @classmethod
@@ -225,7 +256,9 @@ class Cgroups:
     @classmethod
     def remove(cls, dirs):
         cls.kill_all(dirs)
-        for path in sorted(dirs, key=len, reverse=True):
+        # the container's own init leaves its unit groups below ours when it is killed
+        groups = [group for path in sorted(dirs, key=len, reverse=True) for group in cls._tree(path)]
+        for path in groups:
             for _ in range(20):
                 try:
                     os.rmdir(path)
