@@ -1,25 +1,33 @@
 """Agent benchmarks (`make bench`): observer latency against redis-benchmark, and each agent's RSS.
 
 All figures come from one pytest run on this host, side by side: redis-benchmark's own GET p50 is
-measured against the same server right before the observer runs, so the ratio compares like with
-like even on a busy machine. Printed lines start with "BENCH" (run with -s to see them).
+measured against the same server right before and after the observer runs, with the same placement
+(server on one CPU, clients on another; see Placement). Two more references frame the observer: a
+paced GET from a minimal blocking client, and the observer's own path (SET -> keyspace notification)
+written bare in a few lines of uvloop, which is the floor any agent code can reach on this host.
+Printed lines start with "BENCH" (run with -s to see them).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hiredis
 import psutil
 import pytest
+import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
@@ -40,17 +48,63 @@ OBSERVER_SECONDS = 5
 OBSERVER_POLL_US = 500
 
 
+class Placement:
+    """Where the latency benchmark's processes run: the server on one CPU, every client on another.
+
+    That is the deployed shape (server and clients on different hosts), and it gives the reference and
+    the observer the same two cross-CPU hops per operation. Left to the scheduler, on a 2-vCPU VM the
+    reference alone swings from ~20 us (client and server happen to share a vCPU) to ~850 us (they do
+    not, and each vCPU halts between requests), so a ratio against it would be a coin toss.
+    KVTESTBED_BENCH_PLACEMENT=none turns pinning off.
+    """
+
+    def __init__(self) -> None:
+        cpus = sorted(os.sched_getaffinity(0))
+        wanted = os.environ.get("KVTESTBED_BENCH_PLACEMENT", "split")
+        self.split = wanted == "split" and len(cpus) >= 2 and shutil.which("taskset") is not None
+        self.server: set[int] | None = {cpus[0]} if self.split else None
+        self.clients: set[int] | None = {cpus[1]} if self.split else None
+
+    def describe(self) -> str:
+        if not self.split:
+            return "placement: left to the scheduler"
+        return f"placement: server on CPU {min(self.server or ())}, clients on CPU {min(self.clients or ())}"
+
+    def server_argv(self, argv: list[str]) -> list[str]:
+        return ["taskset", "-c", str(min(self.server))] + argv if self.server else argv
+
+    def client_argv(self, argv: list[str]) -> list[str]:
+        return ["taskset", "-c", str(min(self.clients))] + argv if self.clients else argv
+
+    @contextlib.contextmanager
+    def as_client(self) -> Iterator[None]:
+        """Run this thread on the clients' CPU for the block (for in-process references)."""
+        before = os.sched_getaffinity(0)
+        if self.clients:
+            os.sched_setaffinity(0, self.clients)
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, before)
+
+
+@pytest.fixture(scope="module")
+def placement() -> Placement:
+    return Placement()
+
+
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bench")
 
 
 @pytest.fixture(scope="module")
-def redis_srv(bench_dir: Path) -> Iterator[RedisServer]:
+def redis_srv(bench_dir: Path, placement: Placement) -> Iterator[RedisServer]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
     server = RedisServer(binary, bench_dir / "redis")
+    server.argv = placement.server_argv(server.argv)
     server.start()
     yield server
     server.stop()
@@ -67,12 +121,14 @@ def nats_srv(bench_dir: Path) -> Iterator[NatsServer]:
     server.stop()
 
 
-def redis_benchmark_get_p50_us(port: int, requests: int = 50_000) -> float:
+def redis_benchmark_get_p50_us(port: int, placement: Placement, requests: int = 50_000) -> float:
     tool = shutil.which("redis-benchmark")
     if tool is None:
         pytest.skip("redis-benchmark is not installed")
     out = subprocess.run(
-        [tool, "-h", "127.0.0.1", "-p", str(port), "-c", "1", "-t", "get", "-n", str(requests), "--csv"],
+        placement.client_argv(
+            [tool, "-h", "127.0.0.1", "-p", str(port), "-c", "1", "-t", "get", "-n", str(requests), "--csv"]
+        ),
         capture_output=True,
         text=True,
         timeout=120,
@@ -107,8 +163,76 @@ def paced_get_us(port: int, rate: int = OBSERVER_RATE, seconds: float = 3.0) -> 
     return samples[len(samples) // 2] / 1000, samples[int(len(samples) * 0.99)] / 1000
 
 
+class _Reader(asyncio.Protocol):
+    """Hands every reply to a callback together with its arrival time (as the observer's connection does)."""
+
+    def __init__(self, on_reply: Callable[[Any, int], None]) -> None:
+        self.parser = hiredis.Reader()
+        self.on_reply = on_reply
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time_ns()
+        self.parser.feed(data)
+        while (reply := self.parser.gets()) is not False:
+            self.on_reply(reply, now)
+
+
+async def _bare_notify_path(port: int, rate: int, seconds: float) -> list[int]:
+    """The observer's measured path with nothing else: stamp, SET on one connection, keyspace
+    notification on another, paced and polling like the observer in poll mode. No agent code."""
+    loop = asyncio.get_running_loop()
+    key = b"bench:bare"
+    samples: list[int] = []
+    stamp = 0
+    reply: asyncio.Future[Any] = loop.create_future()
+
+    def on_notification(message: Any, now: int) -> None:
+        if isinstance(message, list) and message[0] == b"message":
+            samples.append(now - stamp)
+
+    def on_write_reply(message: Any, now: int) -> None:
+        if not reply.done():
+            reply.set_result(message)
+
+    _, listener = await loop.create_connection(lambda: _Reader(on_notification), "127.0.0.1", port)
+    _, writer = await loop.create_connection(lambda: _Reader(on_write_reply), "127.0.0.1", port)
+    assert listener.transport is not None and writer.transport is not None
+    writer.transport.write(hiredis.pack_command((b"CONFIG", b"SET", b"notify-keyspace-events", b"K$")))
+    await asyncio.wait_for(reply, 5)
+    listener.transport.write(hiredis.pack_command((b"SUBSCRIBE", b"__keyspace@0__:" + key)))
+    await asyncio.sleep(0.2)
+    next_t = time.monotonic()
+    for seq in range(int(rate * seconds)):
+        delay = next_t - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        reply = loop.create_future()
+        stamp = time.time_ns()
+        writer.transport.write(hiredis.pack_command((b"SET", key, b"%d" % seq)))
+        while not reply.done():
+            await asyncio.sleep(0)
+        next_t += 1 / rate
+    listener.transport.close()
+    writer.transport.close()
+    return samples
+
+
+def bare_notify_one_way_us(port: int, rate: int = OBSERVER_RATE, seconds: float = 3.0) -> tuple[float, float]:
+    samples = sorted(uvloop.run(_bare_notify_path(port, rate, seconds)))
+    return samples[len(samples) // 2] / 1000, samples[int(len(samples) * 0.99)] / 1000
+
+
 def _observer_run(
-    redis_srv: RedisServer, workdir: Path, listeners: list[dict[str, Any]], name: str, poll_us: int = 0
+    redis_srv: RedisServer,
+    workdir: Path,
+    listeners: list[dict[str, Any]],
+    name: str,
+    poll_us: int = 0,
+    cpus: set[int] | None = None,
 ) -> dict[str, Any]:
     count = OBSERVER_RATE * OBSERVER_SECONDS
     config = {
@@ -123,8 +247,10 @@ def _observer_run(
         "key": f"bench:{name}",
         "drain_s": 0.3,
     }
-    agent = AgentProcess("observer", config, workdir, name=name).start()
+    agent = AgentProcess("observer", config, workdir, name=name).start(cpus=cpus)
     try:
+        # no polling of the agent's summary while it measures: serving it costs the agent CPU time
+        time.sleep(OBSERVER_SECONDS)
         agent.wait_for(
             lambda s: (
                 s["writer"]["writes"] >= count
@@ -141,7 +267,9 @@ def _observer_run(
     return summary
 
 
-def test_observer_one_way_latency_vs_redis_benchmark(redis_srv: RedisServer, bench_dir: Path) -> None:
+def test_observer_one_way_latency_vs_redis_benchmark(
+    redis_srv: RedisServer, bench_dir: Path, placement: Placement
+) -> None:
     """The asyncio listener alone (the measurement path), blocking and polling, between two references.
 
     redis-benchmark keeps client and server busy back to back; the observer writes every 1 ms and, by
@@ -151,16 +279,24 @@ def test_observer_one_way_latency_vs_redis_benchmark(redis_srv: RedisServer, ben
     """
     endpoint = redis_srv.endpoint()
     listeners = [{"name": "async", "mode": "async", "endpoint": endpoint}]
-    before = redis_benchmark_get_p50_us(redis_srv.port)
-    paced, paced_p99 = paced_get_us(redis_srv.port)
-    blocking = _observer_run(redis_srv, bench_dir, listeners, "obs-block")
-    polling = _observer_run(redis_srv, bench_dir, listeners, "obs-poll", poll_us=OBSERVER_POLL_US)
-    after = redis_benchmark_get_p50_us(redis_srv.port)
+    cpus = placement.clients
+    before = redis_benchmark_get_p50_us(redis_srv.port, placement)
+    with placement.as_client():
+        paced, paced_p99 = paced_get_us(redis_srv.port)
+        bare, bare_p99 = bare_notify_one_way_us(redis_srv.port)
+    blocking = _observer_run(redis_srv, bench_dir, listeners, "obs-block", cpus=cpus)
+    polling = _observer_run(redis_srv, bench_dir, listeners, "obs-poll", poll_us=OBSERVER_POLL_US, cpus=cpus)
+    after = redis_benchmark_get_p50_us(redis_srv.port, placement)
     ref = min(before, after)  # the quieter of the two reference runs around the measurements
-    print(f"\nBENCH redis-benchmark -c 1 -t get p50: {before:.0f} us before, {after:.0f} us after")
+    print(f"\nBENCH {placement.describe()}")
+    print(f"BENCH redis-benchmark -c 1 -t get p50: {before:.0f} us before, {after:.0f} us after")
     print(
         f"BENCH paced GET round trip (blocking socket, {OBSERVER_RATE}/s) p50: {paced:.0f} us "
         f"(x{paced / ref:.2f}), p99 {paced_p99:.0f} us"
+    )
+    print(
+        f"BENCH bare SET -> keyspace notification path (uvloop, polling, no agent code, {OBSERVER_RATE}/s) "
+        f"one-way p50: {bare:.0f} us (x{bare / ref:.2f}), p99 {bare_p99:.0f} us"
     )
     for label, run in (("blocking", blocking), (f"poll {OBSERVER_POLL_US} us", polling)):
         lst = run["listeners"]["async"]
@@ -168,7 +304,8 @@ def test_observer_one_way_latency_vs_redis_benchmark(redis_srv: RedisServer, ben
         print(
             f"BENCH observer async listener, {label}, @ {OBSERVER_RATE}/s x {OBSERVER_SECONDS} s: one-way p50 "
             f"{one_way['p50_us']} us (x{one_way['p50_us'] / ref:.2f} of redis-benchmark, "
-            f"x{one_way['p50_us'] / paced:.2f} of the paced GET), p99 {one_way['p99_us']} us, "
+            f"x{one_way['p50_us'] / paced:.2f} of the paced GET, x{one_way['p50_us'] / bare:.2f} of the bare path), "
+            f"p99 {one_way['p99_us']} us, "
             f"p99.9 {one_way['p999_us']} us; read p50 {lst['read_latency']['p50_us']} us, rtt p50 "
             f"{lst['rtt']['p50_us']} us; coalesced {lst['coalesced']} missed {lst['missed']}; "
             f"rss {run['rss_bytes_measured'] / 2**20:.1f} MB"
@@ -182,14 +319,16 @@ def test_observer_one_way_latency_vs_redis_benchmark(redis_srv: RedisServer, ben
     assert p99 < 1000, f"one-way p99 {p99} us >= 1 ms"
 
 
-def test_observer_sync_and_async_listeners_together(redis_srv: RedisServer, bench_dir: Path) -> None:
+def test_observer_sync_and_async_listeners_together(
+    redis_srv: RedisServer, bench_dir: Path, placement: Placement
+) -> None:
     """Informational: both listeners in one process share the GIL, so the sync one is slower."""
     endpoint = redis_srv.endpoint()
     listeners = [
         {"name": "sync", "mode": "sync", "endpoint": endpoint},
         {"name": "async", "mode": "async", "endpoint": endpoint},
     ]
-    both = _observer_run(redis_srv, bench_dir, listeners, "obs-both")
+    both = _observer_run(redis_srv, bench_dir, listeners, "obs-both", cpus=placement.clients)
     for name, lst in both["listeners"].items():
         print(
             f"\nBENCH observer sync+async @ {OBSERVER_RATE}/s, {name}: one-way p50 "

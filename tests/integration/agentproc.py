@@ -39,7 +39,10 @@ class AgentProcess:
         self.log_path = workdir / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, env: dict[str, str] | None = None, timeout_s: float = 15.0) -> AgentProcess:
+    def start(
+        self, env: dict[str, str] | None = None, timeout_s: float = 15.0, cpus: set[int] | None = None
+    ) -> AgentProcess:
+        """cpus: pin the agent (all its threads, set before exec) to these CPUs, as benchmarks do."""
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed in _reap
         self._log = log
         self.proc = subprocess.Popen(
@@ -47,6 +50,7 @@ class AgentProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
         self.wait_healthy(timeout_s)
         return self
