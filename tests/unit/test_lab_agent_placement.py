@@ -55,3 +55,19 @@ def test_every_lab_agent_config_loads(lab_instances: dict[str, list[dict]], tmp_
             model, _factory = resolve_kind(instance["kind"])
             config = load_config(str(path), model)
             assert config.service.metrics_port > 0, (host, instance["name"])
+
+
+def test_lab_agents_on_the_sentinel_set_follow_sentinel(lab_instances: dict[str, list[dict]]) -> None:
+    """Agents that write to the Sentinel-managed Redis set find its master through the 3 Sentinels,
+    so a failover scenario does not leave them writing to a dead or demoted node."""
+    for instances in lab_instances.values():
+        for instance in instances:
+            config = instance["config"]
+            if instance["kind"] == "streams":
+                sentinels = config["sentinel"]["sentinels"]
+            elif instance["kind"] == "expiry":
+                sentinels = config["target"]["sentinels"]
+            else:
+                continue
+            assert len(sentinels) == 3 and {s["port"] for s in sentinels} == {26379}, instance["name"]
+            assert all(s["password"] for s in sentinels), instance["name"]

@@ -30,6 +30,7 @@ from prometheus_client import Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from kvtestbed.agents.breaker import BreakerState, CircuitBreaker
@@ -37,6 +38,7 @@ from kvtestbed.agents.config import ConfigError, RedisEndpoint, ServiceConfig
 from kvtestbed.agents.connect import (
     REDIS_CONNECTION_ERRORS,
     Backoff,
+    ConnectError,
     ConnectionTracker,
     connect_redis,
     redis_kwargs,
@@ -118,8 +120,28 @@ class WorkerConfig:
 
 
 @dataclass
+class SentinelSettings:
+    """Follow the master that Sentinel names instead of a fixed node.
+
+    Every new connection asks the Sentinels for ``master_name`` (redis-py's SentinelConnectionPool), and a
+    connection to a master that became a replica is dropped on its first READONLY reply, so after a
+    failover the agent's usual reconnects land on the promoted replica.
+    """
+
+    sentinels: list[RedisEndpoint] = field(default_factory=list)
+    master_name: str = "mymaster"
+
+    def __post_init__(self) -> None:
+        if not self.sentinels:
+            raise ConfigError("sentinel.sentinels must list at least one Sentinel")
+
+
+@dataclass
 class StreamsConfig:
+    # With ``sentinel`` set, ``redis`` gives the credentials, TLS and db; the master's address comes from
+    # the Sentinels.
     redis: RedisEndpoint
+    sentinel: SentinelSettings | None = None
     streams: StreamNames = field(default_factory=StreamNames)
     ingress: IngressConfig = field(default_factory=IngressConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
@@ -128,6 +150,9 @@ class StreamsConfig:
     def __post_init__(self) -> None:
         if not self.ingress.enabled and not self.worker.enabled:
             raise ConfigError("nothing to do: ingress and worker both disabled")
+
+    def label(self) -> str:
+        return self.redis.label() if self.sentinel is None else f"sentinel/{self.sentinel.master_name}"
 
 
 CONFIG_MODEL = StreamsConfig
@@ -142,9 +167,25 @@ class Outcome:
     worker: str = ""
 
 
-def _client(endpoint: RedisEndpoint) -> aioredis.Redis:
+def _client(config: StreamsConfig) -> aioredis.Redis:
     # Our loops retry with backoff and count outages: redis-py's own silent retries would hide them.
-    return aioredis.Redis(**redis_kwargs(endpoint, retry=Retry(NoBackoff(), 0)))
+    kwargs = redis_kwargs(config.redis, retry=Retry(NoBackoff(), 0))
+    if config.sentinel is None:
+        return aioredis.Redis(**kwargs)
+    for address_key in ("host", "port"):
+        del kwargs[address_key]
+    first = config.sentinel.sentinels[0]
+    sentinel = Sentinel(
+        [(s.host, s.port) for s in config.sentinel.sentinels],
+        sentinel_kwargs={
+            "username": first.username,
+            "password": first.password,
+            "ssl": first.tls,
+            "socket_timeout": 2.0,
+            "socket_connect_timeout": 2.0,
+        },
+    )
+    return sentinel.master_for(config.sentinel.master_name, redis_class=aioredis.Redis, **kwargs)
 
 
 class StreamsAgent(AgentBase):
@@ -156,7 +197,7 @@ class StreamsAgent(AgentBase):
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.response_stream = f"{config.streams.response_prefix}{self.instance}"
         self.rtt = LatencyMetric(self.registry, "kvt_streams_request_rtt", "Request round trip incl. retries")
-        self.tracker = ConnectionTracker(self.registry, f"redis:{config.redis.label()}")
+        self.tracker = ConnectionTracker(self.registry, f"redis:{config.label()}")
         self.breaker_gauge = Gauge(
             "kvt_streams_breaker_state",
             "Circuit breaker: 0 closed, 1 open, 2 half-open",
@@ -206,7 +247,16 @@ class StreamsAgent(AgentBase):
 
     # -- startup -------------------------------------------------------------------------------------
     async def check(self) -> None:
-        client = await connect_redis(self.config.redis)
+        if self.config.sentinel is None:
+            client = await connect_redis(self.config.redis)
+        else:
+            client = _client(self.config)
+            try:
+                await client.ping()
+            except (TimeoutError, redis.RedisError, OSError) as exc:
+                await client.aclose()
+                detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+                raise ConnectError(f"redis {self.config.label()}: no master to reach ({detail})") from None
         try:
             await self._ensure_group(client, "$")
         finally:
@@ -223,7 +273,7 @@ class StreamsAgent(AgentBase):
 
     # -- run -------------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        client = _client(self.config.redis)
+        client = _client(self.config)
         tasks: list[asyncio.Task[Any]] = []
         http: HttpServer | None = None
         worker_stop = asyncio.Event()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from typing import Any
 
 import pytest
-from servers import free_port
+from conftest_extra import wait_until
+from servers import SentinelServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +107,60 @@ def test_resumes_after_server_restart(redis_server, agents) -> None:
     assert after["disconnected_seconds"] > 0
     assert summary["completed"] >= after["completed"]
     assert summary["breaker_state"] in ("closed", "half_open")
+
+
+def test_follows_the_master_sentinel_names(server_factory, agents, tmp_path) -> None:
+    """SIGKILL of the primary: with `sentinel` set, ingress and workers reconnect to the promoted replica
+    and requests complete again, none lost when the retry budget outlasts the failover."""
+    primary = server_factory("redis")
+    replica = server_factory("redis", extra=("--replicaof", primary.host, str(primary.port)))
+    wait_until(
+        lambda: replica.client(socket_timeout=1).info("replication").get("master_link_status") == "up",
+        15,
+        what="replica in sync",
+    )
+    sentinel = SentinelServer(primary.argv[0], tmp_path / "sentinel", "kvt", primary.port)
+    sentinel.start()
+    total = 2000
+    try:
+        config = _cfg(
+            primary,
+            {
+                "rate": 100,
+                "requests": total,
+                # a retry budget (~10 s on average, full jitter) well beyond the ~2 s failover
+                "timeout_s": 0.5,
+                "retries": 12,
+                "backoff_base_s": 0.25,
+                "backoff_cap_s": 2.0,
+                "breaker": {"failure_threshold": 1000},
+            },
+            {"consumers": 2, "claim_idle_ms": 1000},
+        )
+        config["sentinel"] = {"master_name": "kvt", "sentinels": [sentinel.endpoint()]}
+        agent = agents("streams", config)
+        before = agent.wait_for(lambda s: s["completed"] >= 100, timeout_s=20, what="100 requests completed")
+        primary.kill()
+        killed = time.monotonic()
+        wait_until(lambda: sentinel.master() == (replica.host, replica.port), 30, 0.1, "Sentinel promotion")
+        promoted_s = time.monotonic() - killed
+        after = agent.wait_for(
+            lambda s: s["completed"] >= before["completed"] + 300,
+            timeout_s=30,
+            what="requests completing on the promoted replica",
+        )
+        summary = agent.stop()["summary"]
+    finally:
+        sentinel.stop()
+    with replica.client() as c:
+        assert c.info("replication")["role"] == "master"
+        assert c.xinfo_groups("t:req")[0]["name"] == b"g"  # the workers read from the new master
+    assert after["disconnections"] >= 1 and after["disconnected_seconds"] > 0
+    # Requests sent to the dead primary (or written there and never replicated) were re-sent with the same
+    # id to the promoted replica: none lost.
+    assert summary["in_flight"] == 0 and summary["lost"] == 0 and summary["rejected"] == 0, summary
+    assert summary["completed"] == summary["requests"], summary
+    print(
+        "STREAMS-SENTINEL",
+        json.dumps({"promotion_s": round(promoted_s, 2), **{k: summary[k] for k in ("requests", "completed", "lost")}}),
+    )
