@@ -65,6 +65,8 @@ def test_lab_agents_on_the_sentinel_set_follow_sentinel(lab_instances: dict[str,
             config = instance["config"]
             if instance["kind"] == "streams":
                 sentinels = config["sentinel"]["sentinels"]
+            elif instance["kind"] == "observer":
+                sentinels = config["writer"]["sentinel"]["sentinels"]
             elif instance["kind"] == "expiry":
                 sentinels = config["target"]["sentinels"]
             else:

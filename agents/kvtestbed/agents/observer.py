@@ -39,12 +39,14 @@ from kvtestbed.agents.config import ConfigError, RedisEndpoint, ServiceConfig
 from kvtestbed.agents.connect import (
     REDIS_CONNECTION_ERRORS,
     Backoff,
+    ConnectError,
     ConnectionTracker,
     connect_redis,
     redis_kwargs,
 )
 from kvtestbed.agents.metrics import LatencyMetric
 from kvtestbed.agents.resp import RespConnection, RespError
+from kvtestbed.agents.sentinel import SentinelSettings, current_master
 from kvtestbed.agents.seqtrack import ReadKind, SeqTracker
 from kvtestbed.agents.service import AgentBase
 
@@ -54,6 +56,9 @@ log = logging.getLogger("kvtestbed.agents.observer")
 @dataclass
 class WriterConfig:
     endpoint: RedisEndpoint
+    # Write to the master Sentinel names (``endpoint`` then gives credentials, TLS and db): a failover
+    # moves the writer, its handshake subscription and the listeners' acks to the promoted replica.
+    sentinel: SentinelSettings | None = None
     enabled: bool = True
     rate: float = 100.0
     payload_bytes: int = 64
@@ -253,7 +258,13 @@ class ObserverAgent(AgentBase):
 
     # -- startup ---------------------------------------------------------------------------------
     async def check(self) -> None:
-        endpoints = [self.config.writer.endpoint] + [s.config.endpoint for s in self.listeners]
+        writer = self.config.writer.endpoint
+        if self.config.writer.sentinel is not None:
+            try:
+                writer = await self._writer_endpoint()
+            except (ConnectionError, OSError) as exc:
+                raise ConnectError(f"writer.sentinel: {str(exc).splitlines()[0]}") from None
+        endpoints = [writer] + [s.config.endpoint for s in self.listeners]
         seen: set[tuple[str, int]] = set()
         for endpoint in endpoints:
             if (endpoint.host, endpoint.port) in seen:
@@ -261,6 +272,13 @@ class ObserverAgent(AgentBase):
             seen.add((endpoint.host, endpoint.port))
             client = await connect_redis(endpoint)
             await client.aclose()
+
+    async def _writer_endpoint(self) -> RedisEndpoint:
+        """The writer's node now: the configured one, or the master Sentinel names."""
+        cfg = self.config.writer
+        if cfg.sentinel is None:
+            return cfg.endpoint
+        return await current_master(cfg.sentinel, cfg.endpoint)
 
     # -- run ---------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -303,7 +321,7 @@ class ObserverAgent(AgentBase):
         while not done.is_set():
             try:
                 if conn is None or conn.closed:
-                    conn = await RespConnection.open(self.config.writer.endpoint)
+                    conn = await RespConnection.open(await self._writer_endpoint())
                 self.clock = await measure_offset(conn.execute)
                 backoff.reset()
                 delay = self.config.clock_interval_s
@@ -330,10 +348,12 @@ class ObserverAgent(AgentBase):
                     await _sleep_unless(stop, delay)
                     if stop.is_set():
                         break
+                attempted = False  # whether this pass took a new seq (a failed connect must not rewind one)
                 try:
                     if conn is None or conn.closed:
-                        conn = await RespConnection.open(cfg.endpoint)
+                        conn = await RespConnection.open(await self._writer_endpoint())
                     seq += 1
+                    attempted = True
                     offset = self.clock.offset_ns if self.clock is not None else 0
                     # Nothing but the value's last bytes and the socket write between stamp and send.
                     wall = time.time_ns()
@@ -344,10 +364,14 @@ class ObserverAgent(AgentBase):
                         await _poll_until(reply, time.monotonic() + poll_s)
                     await conn.wait(reply, b"SET")
                 except RESP_ERRORS as exc:
-                    # Retry the same seq later: a failed write must not look like a lost notification.
-                    if self._sent.pop(seq, None) is not None:
+                    # Retry the same seq later: a failed write must not look like a lost notification. (A
+                    # write that was applied but whose reply was lost is then seen twice: a duplicate.)
+                    if attempted:
+                        self._sent.pop(seq, None)
                         seq -= 1
                     self.write_errors += 1
+                    if cfg.sentinel is not None and conn is not None:
+                        conn.close()  # e.g. READONLY from a demoted master: ask Sentinel again
                     if not self.writer_tracker.is_down:
                         log.warning("writer lost %s: %s", cfg.endpoint.label(), exc)
                     self.writer_tracker.down()
@@ -384,7 +408,7 @@ class ObserverAgent(AgentBase):
         while not done.is_set():
             conn: RespConnection | None = None
             try:
-                conn = await RespConnection.open(self.config.writer.endpoint, on_push=self._on_ack)
+                conn = await RespConnection.open(await self._writer_endpoint(), on_push=self._on_ack)
                 await conn.subscribe(f"{self.config.key}:ack")
                 backoff.reset()
                 await _wait_lost_unless(done, [conn])
@@ -434,7 +458,7 @@ class ObserverAgent(AgentBase):
             try:
                 reader = await RespConnection.open(cfg.endpoint)
                 conns.append(reader)
-                acker = await RespConnection.open(self.config.writer.endpoint) if cfg.ack else None
+                acker = await RespConnection.open(await self._writer_endpoint()) if cfg.ack else None
                 if acker is not None:
                     conns.append(acker)
 
@@ -489,13 +513,13 @@ class ObserverAgent(AgentBase):
             # No redis-py retries: its pub/sub would silently reconnect and hide the outage from us.
             sub = redis.Redis(**redis_kwargs(cfg.endpoint, retry=Retry(NoBackoff(), 0)))
             reader = redis.Redis(**redis_kwargs(cfg.endpoint, retry=Retry(NoBackoff(), 0)))
-            acker = (
-                redis.Redis(**redis_kwargs(self.config.writer.endpoint, retry=Retry(NoBackoff(), 0)))
-                if cfg.ack
-                else None
-            )
+            acker: redis.Redis | None = None
             pubsub = sub.pubsub()
             try:
+                if cfg.ack:
+                    # a thread of its own: asking Sentinel (if configured) takes a short-lived loop
+                    writer_node = asyncio.run(self._writer_endpoint())
+                    acker = redis.Redis(**redis_kwargs(writer_node, retry=Retry(NoBackoff(), 0)))
                 if self.config.configure_notifications:
                     flags = merge_notify_flags(_flags(reader.config_get("notify-keyspace-events")))
                     if flags is not None:

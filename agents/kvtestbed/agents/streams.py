@@ -45,6 +45,7 @@ from kvtestbed.agents.connect import (
 )
 from kvtestbed.agents.httpserver import HttpServer, Request, Response
 from kvtestbed.agents.metrics import LatencyMetric
+from kvtestbed.agents.sentinel import SentinelSettings
 from kvtestbed.agents.service import AgentBase
 
 log = logging.getLogger("kvtestbed.agents.streams")
@@ -117,23 +118,6 @@ class WorkerConfig:
             raise ConfigError("consumers, batch and block_ms must be >= 1")
         if self.process_ms < 0 or self.claim_idle_ms < 1 or self.claim_interval_s <= 0:
             raise ConfigError("process_ms must be >= 0, claim_idle_ms >= 1, claim_interval_s > 0")
-
-
-@dataclass
-class SentinelSettings:
-    """Follow the master that Sentinel names instead of a fixed node.
-
-    Every new connection asks the Sentinels for ``master_name`` (redis-py's SentinelConnectionPool), and a
-    connection to a master that became a replica is dropped on its first READONLY reply, so after a
-    failover the agent's usual reconnects land on the promoted replica.
-    """
-
-    sentinels: list[RedisEndpoint] = field(default_factory=list)
-    master_name: str = "mymaster"
-
-    def __post_init__(self) -> None:
-        if not self.sentinels:
-            raise ConfigError("sentinel.sentinels must list at least one Sentinel")
 
 
 @dataclass
