@@ -44,6 +44,7 @@ from kvtestbed.agents.connect import (
     connect_redis,
     redis_kwargs,
 )
+from kvtestbed.agents.deadline import DeadlineTimer
 from kvtestbed.agents.metrics import LatencyMetric
 from kvtestbed.agents.resp import RespConnection, RespError
 from kvtestbed.agents.sentinel import SentinelSettings, current_master
@@ -340,12 +341,15 @@ class ObserverAgent(AgentBase):
         conn: RespConnection | None = None
         seq = 0
         encoder = ValueEncoder(self.run_id, self._payload, HISTORY)
+        timer = DeadlineTimer()  # uvloop's millisecond timers would bunch writes at 1,000/s
         next_t = time.monotonic()
         try:
             while not stop.is_set() and (cfg.count == 0 or seq < cfg.count):
                 delay = next_t - time.monotonic()
                 if delay > 0:
-                    await _sleep_unless(stop, delay)
+                    if delay > 0.05:
+                        await _sleep_unless(stop, delay - 0.05)
+                    await timer.sleep_until(next_t)
                     if stop.is_set():
                         break
                 attempted = False  # whether this pass took a new seq (a failed connect must not rewind one)
@@ -389,6 +393,7 @@ class ObserverAgent(AgentBase):
                 # After a stall (GC, outage) do not burst to catch up: that would turn into coalescing.
                 next_t = max(next_t, time.monotonic() - interval)
         finally:
+            timer.close()
             if conn is not None:
                 conn.close()
         log.info("writer done: %d writes, %d errors", self.writes, self.write_errors)
