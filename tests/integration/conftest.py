@@ -12,9 +12,12 @@ from servers import (
     NatsServer,
     RedisCluster,
     RedisServer,
+    SentinelServer,
+    SentinelSet,
     build_redis_cluster,
     nats_cluster,
     nats_server_binary,
+    wait_replica_in_sync,
 )
 
 REDIS_BIN = shutil.which("redis-server")
@@ -48,6 +51,29 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     yield make
     for server in made:
         server.stop()
+
+
+@pytest.fixture
+def sentinel_set(server_factory: ServerFactory, tmp_path: Path) -> Iterator[Callable[..., SentinelSet]]:
+    """make(extra=()) -> a primary, a replica in sync and a Sentinel (master name "kvt"); `extra` goes to
+    both servers. Sentinels are stopped at teardown, the servers with server_factory's."""
+    sentinels: list[SentinelServer] = []
+
+    def make(extra: tuple[str, ...] = ()) -> SentinelSet:
+        primary = server_factory("redis", extra=extra)
+        replica = server_factory(
+            "redis",
+            extra=(*extra, "--replicaof", primary.host, str(primary.port), "--repl-diskless-sync-delay", "0"),
+        )
+        sentinel = SentinelServer(primary.argv[0], tmp_path / f"sentinel{len(sentinels)}", "kvt", primary.port)
+        sentinels.append(sentinel)
+        wait_replica_in_sync(replica)
+        sentinel.start()
+        return SentinelSet(primary, replica, sentinel)
+
+    yield make
+    for sentinel in sentinels:
+        sentinel.stop()
 
 
 @pytest.fixture

@@ -298,6 +298,35 @@ class SentinelServer(ManagedProcess):
         return {"host": LOOPBACK, "port": self.port}
 
 
+def wait_replica_in_sync(replica: RedisServer, timeout_s: float = 15.0) -> None:
+    # Writes made before the initial sync arrive inside the RDB, without notifications.
+    deadline = time.monotonic() + timeout_s
+    with replica.client(socket_timeout=1) as c:
+        while c.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise AssertionError("replica never reached master_link_status:up")
+            time.sleep(0.05)
+
+
+@dataclass
+class SentinelSet:
+    """A primary, one replica in sync with it and a Sentinel watching them (master name "kvt")."""
+
+    primary: RedisServer
+    replica: RedisServer
+    sentinel: SentinelServer
+
+    def kill_primary(self, timeout_s: float = 30.0) -> float:
+        """SIGKILL the primary; return the seconds until Sentinel names the replica as master."""
+        self.primary.kill()
+        killed = time.monotonic()
+        while self.sentinel.master() != (self.replica.host, self.replica.port):
+            if time.monotonic() - killed > timeout_s:
+                raise AssertionError(f"Sentinel did not promote the replica within {timeout_s} s")
+            time.sleep(0.1)
+        return time.monotonic() - killed
+
+
 @dataclass
 class RedisCluster:
     """3 masters + 3 replicas built with redis-cli --cluster create."""

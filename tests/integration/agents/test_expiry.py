@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest_extra import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
-from servers import NatsServer, RedisServer, SentinelServer
+from servers import NatsServer, RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -211,23 +211,17 @@ def test_agents_resume_after_servers_restart(tmp_path: Path, server_factory: Any
 
 
 def test_consumers_follow_the_master_sentinel_names_after_a_failover(
-    tmp_path: Path, server_factory: Any, nats_server: NatsServer
+    tmp_path: Path, server_factory: Any, sentinel_set: Any, nats_server: NatsServer
 ) -> None:
     """Replicas never publish `expired` for the primary's keys: after SIGKILL of the primary, only a
     consumer that asks Sentinel for the new master keeps receiving events."""
-    primary = server_factory("redis", extra=TARGET_EXTRA)
-    replica = server_factory("redis", extra=(*TARGET_EXTRA, "--replicaof", primary.host, str(primary.port)))
+    group = sentinel_set(extra=TARGET_EXTRA)
+    replica = group.replica
     ledger = server_factory("redis")
-    wait_until(
-        lambda: replica.client(socket_timeout=1).info("replication").get("master_link_status") == "up",
-        15,
-        what="replica in sync",
-    )
-    sentinel = SentinelServer(primary.argv[0], tmp_path / "sentinel", "kvt", primary.port)
-    sentinel.start()
     run_id = "sentinel"
-    cfg = base_config(run_id, primary, ledger, nats_server)
-    cfg["target"] = {"mode": "sentinel", "master_name": "kvt", "sentinels": [sentinel.endpoint()], "refresh_s": 0.5}
+    cfg = base_config(run_id, group.primary, ledger, nats_server)
+    sentinels = [group.sentinel.endpoint()]
+    cfg["target"] = {"mode": "sentinel", "master_name": "kvt", "sentinels": sentinels, "refresh_s": 0.5}
     generator = {
         "count": 8000,
         "rate": 800,  # 10 s of writes: the failover happens in the middle
@@ -236,28 +230,23 @@ def test_consumers_follow_the_master_sentinel_names_after_a_failover(
         "grace_ms": 10000,
         "audit_interval_s": 1.0,
     }
+    cons, work, gen = start_expiry(tmp_path, cfg, 2, 2, "store", generator)
+    agents = [*cons, *work, gen]
     try:
-        cons, work, gen = start_expiry(tmp_path, cfg, 2, 2, "store", generator)
-        agents = [*cons, *work, gen]
-        try:
-            time.sleep(3.0)
-            primary.kill()
-            killed_ms = time.time() * 1000
-            wait_until(lambda: sentinel.master() == (replica.host, replica.port), 30, 0.1, "Sentinel promotion")
-            promoted_ms = time.time() * 1000
-            audit = wait_until(
-                lambda: (a := ledger_audit(ledger, run_id)) and a["complete"] and a,
-                90,
-                0.5,
-                "audit complete",
-            )
-            time.sleep(1.5)
-            dumps = stop_all(agents)
-        finally:
-            for agent in agents:
-                agent.kill()
+        time.sleep(3.0)
+        promotion_s = group.kill_primary()
+        promoted_ms = time.time() * 1000
+        audit = wait_until(
+            lambda: (a := ledger_audit(ledger, run_id)) and a["complete"] and a,
+            90,
+            0.5,
+            "audit complete",
+        )
+        time.sleep(1.5)
+        dumps = stop_all(agents)
     finally:
-        sentinel.stop()
+        for agent in agents:
+            agent.kill()
 
     # Both consumers moved their subscription to the promoted replica.
     new_master = f"{replica.host}:{replica.port}"
@@ -276,7 +265,7 @@ def test_consumers_follow_the_master_sentinel_names_after_a_failover(
         "EXPIRY-SENTINEL",
         json.dumps(
             {
-                "promotion_s": round((promoted_ms - killed_ms) / 1000, 2),
+                "promotion_s": round(promotion_s, 2),
                 **{k: audit[k] for k in ("generated", "processed_keys", "lost", "processed_twice")},
             }
         ),

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
-from conftest_extra import wait_until
-from servers import SentinelServer
+from servers import wait_replica_in_sync
 
 pytestmark = pytest.mark.integration
 
@@ -60,21 +58,12 @@ def test_every_write_observed_by_sync_and_async_listener(kv_server, agents) -> N
     assert set(dump["histograms"]["kvt_observer_read_latency"]) == {"listener=sync", "listener=async"}
 
 
-def _wait_replica_in_sync(replica: Any, timeout_s: float = 15.0) -> None:
-    # Writes made before the initial sync arrive inside the RDB, without notifications.
-    deadline = time.monotonic() + timeout_s
-    with replica.client() as c:
-        while c.info("replication").get("master_link_status") != "up":
-            assert time.monotonic() < deadline, "replica never reached master_link_status:up"
-            time.sleep(0.05)
-
-
 def test_listener_on_a_replica(server_factory, agents) -> None:
     primary = server_factory("redis")
     replica = server_factory(
         "redis", extra=("--replicaof", "127.0.0.1", str(primary.port), "--repl-diskless-sync-delay", "0")
     )
-    _wait_replica_in_sync(replica)
+    wait_replica_in_sync(replica)
     listeners = [{"name": "replica", "mode": "async", "endpoint": replica.endpoint()}]
     agent = agents("observer", _config(primary, listeners))
     agent.wait_for(_listeners_done(WRITES), timeout_s=20, what="writes seen on the replica")
@@ -105,37 +94,28 @@ def test_resumes_after_server_restart(redis_server, agents) -> None:
         assert lst["notify_latency"]["count"] >= after["listeners"][name]["notify_latency"]["count"], name
 
 
-def test_writer_follows_the_master_sentinel_names(server_factory, agents, tmp_path) -> None:
+def test_writer_follows_the_master_sentinel_names(sentinel_set, agents) -> None:
     """SIGKILL of the primary: with writer.sentinel set, the writer (and the handshakes) move to the promoted
     replica, whose listener keeps timing writes; a fixed writer would stay on the dead node."""
-    primary = server_factory("redis")
-    replica = server_factory(
-        "redis", extra=("--replicaof", "127.0.0.1", str(primary.port), "--repl-diskless-sync-delay", "0")
+    group = sentinel_set()
+    primary, replica = group.primary, group.replica
+    listeners = [{"name": "replica", "mode": "async", "endpoint": replica.endpoint()}]
+    config = _config(primary, listeners, rate=200, count=0)
+    config["writer"]["sentinel"] = {"master_name": "kvt", "sentinels": [group.sentinel.endpoint()]}
+    agent = agents("observer", config)
+    before = agent.wait_for(_listeners_done(100), timeout_s=15, what="first 100 writes")
+    group.kill_primary()
+    seen = before["listeners"]["replica"]
+    after = agent.wait_for(
+        lambda s: (
+            s["writer"]["disconnections"] >= 1
+            and s["listeners"]["replica"]["notify_latency"]["count"] >= seen["notify_latency"]["count"] + 200
+            and s["listeners"]["replica"]["rtt"]["count"] >= seen["rtt"]["count"] + 200
+        ),
+        timeout_s=30,
+        what="writes observed and handshaken on the promoted replica",
     )
-    _wait_replica_in_sync(replica)
-    sentinel = SentinelServer(primary.argv[0], tmp_path / "sentinel", "kvt", primary.port)
-    sentinel.start()
-    try:
-        listeners = [{"name": "replica", "mode": "async", "endpoint": replica.endpoint()}]
-        config = _config(primary, listeners, rate=200, count=0)
-        config["writer"]["sentinel"] = {"master_name": "kvt", "sentinels": [sentinel.endpoint()]}
-        agent = agents("observer", config)
-        before = agent.wait_for(_listeners_done(100), timeout_s=15, what="first 100 writes")
-        primary.kill()
-        wait_until(lambda: sentinel.master() == (replica.host, replica.port), 30, 0.1, "Sentinel promotion")
-        seen = before["listeners"]["replica"]
-        after = agent.wait_for(
-            lambda s: (
-                s["writer"]["disconnections"] >= 1
-                and s["listeners"]["replica"]["notify_latency"]["count"] >= seen["notify_latency"]["count"] + 200
-                and s["listeners"]["replica"]["rtt"]["count"] >= seen["rtt"]["count"] + 200
-            ),
-            timeout_s=30,
-            what="writes observed and handshaken on the promoted replica",
-        )
-        summary = agent.stop()["summary"]
-    finally:
-        sentinel.stop()
+    summary = agent.stop()["summary"]
     with replica.client() as c:
         assert c.info("replication")["role"] == "master"
     assert summary["writer"]["writes"] >= after["writer"]["writes"]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from typing import Any
 
 import pytest
-from conftest_extra import wait_until
-from servers import SentinelServer, free_port
+from servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -109,49 +107,35 @@ def test_resumes_after_server_restart(redis_server, agents) -> None:
     assert summary["breaker_state"] in ("closed", "half_open")
 
 
-def test_follows_the_master_sentinel_names(server_factory, agents, tmp_path) -> None:
+def test_follows_the_master_sentinel_names(sentinel_set, agents) -> None:
     """SIGKILL of the primary: with `sentinel` set, ingress and workers reconnect to the promoted replica
     and requests complete again, none lost when the retry budget outlasts the failover."""
-    primary = server_factory("redis")
-    replica = server_factory("redis", extra=("--replicaof", primary.host, str(primary.port)))
-    wait_until(
-        lambda: replica.client(socket_timeout=1).info("replication").get("master_link_status") == "up",
-        15,
-        what="replica in sync",
+    group = sentinel_set()
+    replica = group.replica
+    config = _cfg(
+        group.primary,
+        {
+            "rate": 100,
+            "requests": 2000,
+            # a retry budget (~14 s on average, full jitter) well beyond the ~2 s failover, even under load
+            "timeout_s": 0.5,
+            "retries": 16,
+            "backoff_base_s": 0.25,
+            "backoff_cap_s": 2.0,
+            "breaker": {"failure_threshold": 1000},
+        },
+        {"consumers": 2, "claim_idle_ms": 1000},
     )
-    sentinel = SentinelServer(primary.argv[0], tmp_path / "sentinel", "kvt", primary.port)
-    sentinel.start()
-    total = 2000
-    try:
-        config = _cfg(
-            primary,
-            {
-                "rate": 100,
-                "requests": total,
-                # a retry budget (~14 s on average, full jitter) well beyond the ~2 s failover, even under load
-                "timeout_s": 0.5,
-                "retries": 16,
-                "backoff_base_s": 0.25,
-                "backoff_cap_s": 2.0,
-                "breaker": {"failure_threshold": 1000},
-            },
-            {"consumers": 2, "claim_idle_ms": 1000},
-        )
-        config["sentinel"] = {"master_name": "kvt", "sentinels": [sentinel.endpoint()]}
-        agent = agents("streams", config)
-        before = agent.wait_for(lambda s: s["completed"] >= 100, timeout_s=20, what="100 requests completed")
-        primary.kill()
-        killed = time.monotonic()
-        wait_until(lambda: sentinel.master() == (replica.host, replica.port), 30, 0.1, "Sentinel promotion")
-        promoted_s = time.monotonic() - killed
-        after = agent.wait_for(
-            lambda s: s["completed"] >= before["completed"] + 300,
-            timeout_s=30,
-            what="requests completing on the promoted replica",
-        )
-        summary = agent.stop()["summary"]
-    finally:
-        sentinel.stop()
+    config["sentinel"] = {"master_name": "kvt", "sentinels": [group.sentinel.endpoint()]}
+    agent = agents("streams", config)
+    before = agent.wait_for(lambda s: s["completed"] >= 100, timeout_s=20, what="100 requests completed")
+    promoted_s = group.kill_primary()
+    after = agent.wait_for(
+        lambda s: s["completed"] >= before["completed"] + 300,
+        timeout_s=30,
+        what="requests completing on the promoted replica",
+    )
+    summary = agent.stop()["summary"]
     with replica.client() as c:
         assert c.info("replication")["role"] == "master"
         assert c.xinfo_groups("t:req")[0]["name"] == b"g"  # the workers read from the new master
