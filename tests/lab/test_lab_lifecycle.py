@@ -18,13 +18,25 @@ STATE = Path("/var/lib/kvtestbed/lab") / NAME
 HOSTS = {"lpi-1": "pi4b", "lpc-1": "pc"}
 
 
+def lab_cgroups(host: str, root: str = "/sys/fs/cgroup") -> list[str]:
+    """Every cgroup named kvtestbed-lab/<host>, in any hierarchy and at any depth.
+
+    os.walk, not Path.glob: a booted container's systemd creates and removes unit groups while we look,
+    and glob raises on a directory that vanishes under it where os.walk skips it."""
+    found = []
+    for top, names, _ in os.walk(root):
+        if top.endswith("/kvtestbed-lab") and host in names:
+            found.append(os.path.join(top, host))
+            names.remove(host)  # nothing of interest below a host's group
+    return sorted(found)
+
+
 def traces() -> dict[str, object]:
     """Everything of this lab visible on the controller."""
     nft = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     procs = subprocess.run(["pgrep", "-af", "systemd-nspawn|chronyd"], capture_output=True, text=True).stdout
     mounts = Path("/proc/self/mountinfo").read_text()
-    cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob("**/kvtestbed-lab/lpi-1")] if Path(
-        "/sys/fs/cgroup").exists() else []
+    cgroups = lab_cgroups("lpi-1")
     return {
         "bridge": Path(f"/sys/class/net/{BRIDGE}").exists(),
         "nft": f"kvtestbed_{NAME}" in nft,
