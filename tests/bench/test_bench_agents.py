@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import hiredis
-import psutil
 import pytest
 import uvloop
 
@@ -259,7 +258,7 @@ def _observer_run(
             timeout_s=OBSERVER_SECONDS * 4 + 10,
             what=f"{count} writes observed",
         )
-        rss = psutil.Process(agent.proc.pid).memory_info().rss  # type: ignore[union-attr]
+        rss = agent.sample_rss()
         summary = agent.stop()["summary"]
     finally:
         agent.kill()
@@ -435,15 +434,13 @@ def test_agent_rss_under_load(
             agent.start()
         except (RuntimeError, TimeoutError) as exc:
             pytest.skip(f"{name} did not start with the bench config: {str(exc).splitlines()[0]}")
-        process = psutil.Process(agent.proc.pid)  # type: ignore[union-attr]
-        peak = 0
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            peak = max(peak, process.memory_info().rss)
+            agent.sample_rss()
             time.sleep(0.1)
-        peak = max(peak, process.memory_info().rss)
-        agent.stop()
+        agent.stop()  # takes a last sample
     finally:
         agent.kill()
+    peak = agent.max_rss
     print(f"\nBENCH rss {name}: peak {peak / 2**20:.1f} MB over {seconds:.0f} s, limit {RSS_LIMIT_MB} MB")
     assert peak <= RSS_LIMIT_MB * 2**20, f"{name} RSS {peak / 2**20:.1f} MB > {RSS_LIMIT_MB} MB"

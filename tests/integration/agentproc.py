@@ -1,5 +1,7 @@
-"""Run an agent as its own process (`python -m kvtestbed.agents.main`), as in production, for tests.
+"""Run agents the way they are deployed: one subprocess each (`python -m kvtestbed.agents.main`).
 
+A config dict becomes a YAML file; the agent gets a free loopback metrics port and a dump path; the
+helper waits for /healthz, reads /hdr and RSS while it runs, and SIGTERMs it to collect the final dump.
 Every wait is bounded in time; the process is always reaped by stop()/kill() (tests use a fixture).
 """
 
@@ -17,8 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
-from servers import free_port
+from servers import LOOPBACK, free_port
+
+RSS_LIMIT_BYTES = 60 * 1024 * 1024
 
 
 class AgentProcess:
@@ -30,6 +35,7 @@ class AgentProcess:
         self.port = free_port()
         self.dump_path = workdir / f"{self.name}-dump.json"
         service = dict(config.get("service", {}))
+        service.setdefault("metrics_host", LOOPBACK)
         service.setdefault("metrics_port", self.port)
         service.setdefault("dump_path", str(self.dump_path))
         self.port = service["metrics_port"]
@@ -38,31 +44,38 @@ class AgentProcess:
         self.config_path.write_text(yaml.safe_dump(self.config))
         self.log_path = workdir / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.max_rss = 0
 
     def start(
-        self, env: dict[str, str] | None = None, timeout_s: float = 15.0, cpus: set[int] | None = None
+        self,
+        env: dict[str, str] | None = None,
+        timeout_s: float = 15.0,
+        cpus: set[int] | None = None,
+        wait: bool = True,
     ) -> AgentProcess:
-        """cpus: pin the agent (all its threads, set before exec) to these CPUs, as benchmarks do."""
+        """cpus: pin the agent (all its threads, set before exec) to these CPUs, as benchmarks do.
+        wait=False returns at once, so that several agents can start side by side before wait_healthy()."""
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed in _reap
         self._log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kvtestbed.agents.main", self.kind, "--config", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
-        self.wait_healthy(timeout_s)
+        if wait:
+            self.wait_healthy(timeout_s)
         return self
 
     def _get(self, path: str) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as resp:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{self.port}{path}", timeout=5) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
-    def wait_healthy(self, timeout_s: float) -> None:
+    def wait_healthy(self, timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc is not None
@@ -85,9 +98,17 @@ class AgentProcess:
     def metrics(self) -> str:
         return self._get("/metrics")[1].decode()
 
-    def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float, what: str
-    ) -> dict[str, Any]:
+    def sample_rss(self) -> int:
+        """The agent's RSS now; the peak of all samples is kept in max_rss."""
+        assert self.proc is not None
+        try:
+            rss = psutil.Process(self.proc.pid).memory_info().rss
+        except psutil.Error:
+            return self.max_rss
+        self.max_rss = max(self.max_rss, rss)
+        return rss
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float, what: str) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         summary: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -98,14 +119,20 @@ class AgentProcess:
         raise TimeoutError(f"{self.name}: {what} not reached in {timeout_s} s; last summary {summary}")
 
     def stop(self, timeout_s: float = 20.0) -> dict[str, Any]:
-        """SIGTERM, wait, and return the final dump written at stop."""
+        """SIGTERM, wait, and return the final dump written at stop. A clean stop exits 0 and logs no traceback."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout_s)
-        finally:
-            self._reap()
+        self.sample_rss()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self._reap()
+                raise AssertionError(f"{self.name} ignored SIGTERM for {timeout_s} s: {self.log_tail()}") from None
+        self._reap()
+        rc = self.proc.returncode
         assert rc == 0, f"{self.name} exited {rc}: {self.log_tail()}"
+        assert "Traceback" not in self.log_path.read_text(errors="replace"), self.log_tail(60)
         return json.loads(self.dump_path.read_text())
 
     def kill(self) -> None:
@@ -128,3 +155,27 @@ class AgentProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def run_bad_config(kind: str, config: dict[str, Any], workdir: Path, timeout_s: float = 30.0) -> tuple[int, str]:
+    """Start an agent with a bad config; (exit code, stderr) — it must fail fast with one line."""
+    path = workdir / f"bad-{kind}-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "kvtestbed.agents.main", kind, "--config", str(path)],
+        capture_output=True,
+        timeout=timeout_s,
+        text=True,
+    )
+    return proc.returncode, proc.stderr
+
+
+def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.25, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest_extra import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
+from agentproc import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
 from servers import NatsServer, RedisServer
 
 pytestmark = pytest.mark.integration
@@ -52,30 +52,27 @@ def start_expiry(
     cons = [
         AgentProcess(
             "expiry",
-            f"consumer{i}",
             {**cfg, "role": "consumer", "consumer": {"name": f"c{i}", "dedup": dedup}},
             tmp_path,
+            name=f"consumer{i}",
         )
         for i in range(consumers)
     ]
     work = [
         AgentProcess(
-            "expiry",
-            f"worker{i}",
-            {**cfg, "role": "worker", "worker": {"name": f"w{i}", "batch": 1}},
-            tmp_path,
+            "expiry", {**cfg, "role": "worker", "worker": {"name": f"w{i}", "batch": 1}}, tmp_path, name=f"worker{i}"
         )
         for i in range(workers)
     ]
     for agent in cons + work:
-        agent.start()
+        agent.start(wait=False)
     for agent in cons + work:
         agent.wait_healthy()
     # Only generate once every consumer holds its subscription: earlier events would be lost by design.
     for agent in cons:
         wait_until(lambda a=agent: a.summary()["subscriptions"], 10, what=f"{agent.name} subscribed")
-    gen = AgentProcess("expiry", "generator", {**cfg, "role": "generator", "generator": generator}, tmp_path)
-    gen.start()
+    gen = AgentProcess("expiry", {**cfg, "role": "generator", "generator": generator}, tmp_path, name="generator")
+    gen.start(wait=False)
     gen.wait_healthy()
     return cons, work, gen
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest_extra import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
+from agentproc import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
 from kvtestbed.agents.slots import key_slot
 from servers import LOOPBACK, RedisCluster
 
@@ -35,7 +35,7 @@ def test_sharding_evens_out_per_node_ops(tmp_path: Path, redis_cluster: RedisClu
         "target": cluster_target(redis_cluster),
         "hotkeys": {"shards": SHARDS, "ops": OPS, "concurrency": 8, "cycles": 1, "pause_s": 0.2},
     }
-    agent = AgentProcess("hotkeys", "hotkeys", config, tmp_path).start()
+    agent = AgentProcess("hotkeys", config, tmp_path, name="hotkeys").start(wait=False)
     try:
         agent.wait_healthy()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest_extra import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
+from agentproc import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
 from servers import LOOPBACK, NatsServer, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -27,29 +27,26 @@ def start_pipeline(
     agg_port = free_port()
     routes = [
         AgentProcess(
-            "pipeline",
-            f"route-{r}",
-            {**cfg, "role": "route", "route": {"route": r, "threshold": 500}},
-            tmp_path,
+            "pipeline", {**cfg, "role": "route", "route": {"route": r, "threshold": 500}}, tmp_path, name=f"route-{r}"
         )
         for r in ("high", "low")
     ]
     agg = AgentProcess(
         "pipeline",
-        "aggregator",
         {
             **{k: v for k, v in cfg.items() if k != "nats"},
             "role": "aggregator",
             "aggregator": {"listen_port": agg_port},
         },
         tmp_path,
+        name="aggregator",
     )
     for agent in [*routes, agg]:
-        agent.start()
+        agent.start(wait=False)
     for agent in [*routes, agg]:
         agent.wait_healthy()
-    prod = AgentProcess("pipeline", "producer", {**cfg, "role": "producer", "producer": producer}, tmp_path)
-    prod.start()
+    prod = AgentProcess("pipeline", {**cfg, "role": "producer", "producer": producer}, tmp_path, name="producer")
+    prod.start(wait=False)
     prod.wait_healthy()
     return [*routes, agg, prod], agg_port
 
@@ -114,9 +111,7 @@ def test_every_event_routed_to_exactly_one_route(
     print("PIPELINE-FIGURES", json.dumps(figures))
 
 
-def test_pipeline_resumes_after_restarts(
-    tmp_path: Path, redis_server: RedisServer, nats_server: NatsServer
-) -> None:
+def test_pipeline_resumes_after_restarts(tmp_path: Path, redis_server: RedisServer, nats_server: NatsServer) -> None:
     count = 6000
     agents, agg_port = start_pipeline(
         tmp_path, "resume", redis_server, nats_server, {"rate": 1000, "count": count, "name": "p"}
