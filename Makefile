@@ -18,15 +18,17 @@ help:
 deps:
 	bash tools/install-deps.sh
 
-$(VENV)/.installed: pyproject.toml
+# the agents (agents/, kvagent) at the versions every host gets (agents/constraints.txt), then the controller
+$(VENV)/.installed: pyproject.toml agents/pyproject.toml agents/constraints.txt
 	python3 -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c agents/constraints.txt -e ./agents
+	$(BIN)/pip install -q -c agents/constraints.txt -e '.[dev]'
 	touch $@
 
 venv install: $(VENV)/.installed
 
 lint: install
-	$(BIN)/ruff check agents tests loadtests plugins roles tools
+	$(BIN)/ruff check agents src tests loadtests plugins roles tools
 	$(BIN)/ansible-lint -q playbooks roles
 
 unit: install

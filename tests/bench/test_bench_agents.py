@@ -18,7 +18,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,10 +27,8 @@ import hiredis
 import pytest
 import uvloop
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-
-from agentproc import AgentProcess  # noqa: E402
-from servers import (  # noqa: E402
+from tests.support.agentproc import AgentProcess  # noqa: E402
+from tests.support.servers import (  # noqa: E402
     NatsServer,
     RedisServer,
     build_redis_cluster,
@@ -420,7 +417,7 @@ KIND_NAMES = [
 def test_agent_rss_under_load(
     name: str, redis_srv: RedisServer, nats_srv: NatsServer, bench_dir: Path, request: pytest.FixtureRequest
 ) -> None:
-    from kvtestbed.agents.main import UnknownKindError, resolve_kind
+    from kvagent.main import UnknownKindError, resolve_kind
 
     cluster = request.getfixturevalue("cluster_nodes") if name == "hotkeys" else None
     kind, config, seconds = _kind_configs(redis_srv, nats_srv, cluster)[name]

@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from agentproc import AgentProcess
-from servers import (
+
+from tests.support.agentproc import AgentProcess
+from tests.support.servers import (
     NatsServer,
     RedisCluster,
     RedisServer,

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import changed_total, lab_vars, run_playbook, ssh
+
+from tests.support.lab import changed_total, lab_vars, run_playbook, ssh
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = "kvf1"

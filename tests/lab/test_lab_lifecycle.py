@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import kvtestbed, write_lab_inventory
+
+from tests.support.lab import kvtestbed, write_lab_inventory
 
 NAME = "lifecycle"
 BRIDGE = "kvtb-lifecycle"

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import lab_vars, run_playbook, ssh
+
+from tests.support.lab import lab_vars, run_playbook, ssh
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = "nats3"

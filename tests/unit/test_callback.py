@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from repo_modules import load_module
+from tests.support.repo_modules import load_module
 
 callback = load_module("plugins/callback/kvtestbed.py", "kvtestbed_callback")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from repo_modules import load_module
+from tests.support.repo_modules import load_module
 
 mirror = load_module("roles/lab/module_utils/lab_debian_mirror.py", "lab_debian_mirror")
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from repo_modules import load_module
+
+from tests.support.repo_modules import load_module
 
 lab_plan = load_module("roles/lab/library/lab_plan.py", "lab_plan")
 PROFILES = {"pi4b": {"memory_mb": 4096, "cpu_quota_percent": 100, "link_mbit": 1000, "emulates": "aarch64"},

@@ -1,4 +1,4 @@
-"""Bad input to `python -m kvtestbed.agents.main`: one clear line on stderr, exit code 2, no traceback."""
+"""Bad input to `python -m kvagent.main`: one clear line on stderr, exit code 2, no traceback."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 import yaml
-from servers import free_port
+
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.integration
 
 
 def _run(kind: str, config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kvtestbed.agents.main", kind, "--config", str(config)],
+        [sys.executable, "-m", "kvagent.main", kind, "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -61,7 +62,7 @@ def test_observer_bad_config(tmp_path: Path, mutate: Any, fragments: tuple[str, 
     config = _observer(6379)
     mutate(config)
     proc = _run("observer", _write(tmp_path, config))
-    _assert_one_line(proc, "kvtestbed agent observer: config", *fragments)
+    _assert_one_line(proc, "kvagent observer: config", *fragments)
 
 
 def test_env_override_is_validated(tmp_path: Path) -> None:
@@ -85,7 +86,7 @@ def test_wrong_password(tmp_path: Path, server_factory) -> None:
 def test_missing_password(tmp_path: Path, server_factory) -> None:
     server = server_factory("valkey", password="right")
     proc = _run("streams", _write(tmp_path, {"redis": {"host": "127.0.0.1", "port": server.port}}))
-    _assert_one_line(proc, "kvtestbed agent streams:", "authentication failed")
+    _assert_one_line(proc, "kvagent streams:", "authentication failed")
 
 
 def test_streams_bad_config(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentproc import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
-from servers import NatsServer, RedisServer
+
+from tests.support.agentproc import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
+from tests.support.servers import NatsServer, RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 import redis
-from agentproc import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
-from kvtestbed.agents.slots import key_slot
-from servers import LOOPBACK, RedisCluster
+from kvagent.workloads.hotkeys.slots import key_slot
+
+from tests.support.agentproc import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
+from tests.support.servers import LOOPBACK, RedisCluster
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from servers import free_port
+
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from servers import wait_replica_in_sync
+
+from tests.support.servers import wait_replica_in_sync
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentproc import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
-from servers import LOOPBACK, NatsServer, RedisServer, free_port
+
+from tests.support.agentproc import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
+from tests.support.servers import LOOPBACK, NatsServer, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 

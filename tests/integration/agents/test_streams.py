@@ -7,7 +7,8 @@ import urllib.request
 from typing import Any
 
 import pytest
-from servers import free_port
+
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kvtestbed.agents.breaker import BreakerState, CircuitBreaker
+from kvagent.service.breaker import BreakerState, CircuitBreaker
 
 
 class FakeClock:

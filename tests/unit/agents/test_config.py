@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from kvtestbed.agents.config import ConfigError, RedisEndpoint, ServiceConfig, load_config
+from kvagent.service.config import ConfigError, RedisEndpoint, ServiceConfig, load_config
 
 
 @dataclass

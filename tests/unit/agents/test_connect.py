@@ -8,8 +8,8 @@ import socket
 import time
 
 import pytest
-from kvtestbed.agents.config import RedisEndpoint
-from kvtestbed.agents.connect import Backoff, ConnectError, ConnectionTracker, connect_redis
+from kvagent.clients.connect import Backoff, ConnectError, ConnectionTracker, connect_redis
+from kvagent.service.config import RedisEndpoint
 from prometheus_client import CollectorRegistry, generate_latest
 
 

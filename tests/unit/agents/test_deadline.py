@@ -8,7 +8,7 @@ import time
 
 import pytest
 import uvloop
-from kvtestbed.agents.deadline import DeadlineTimer
+from kvagent.service.deadline import DeadlineTimer
 
 
 async def _wake_ups(use_timer: bool, count: int = 300) -> list[float]:

@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from kvtestbed.agents.evenness import evenness
+from kvagent.service.evenness import evenness
 
 
 def test_perfectly_even() -> None:

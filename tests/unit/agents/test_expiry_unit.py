@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kvtestbed.agents.config import ConfigError, load_config
-from kvtestbed.agents.expiry import ExpiryConfig, make_key, parse_deadline
-from kvtestbed.agents.keyevents import wants_expired
-from kvtestbed.agents.targets import parse_cluster_masters
+from kvagent.clients.keyevents import wants_expired
+from kvagent.clients.targets import parse_cluster_masters
+from kvagent.service.config import ConfigError, load_config
+from kvagent.workloads.expiry.agent import ExpiryConfig, make_key, parse_deadline
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "agents" / "examples"
 

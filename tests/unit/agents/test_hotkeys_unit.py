@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kvtestbed.agents.config import ConfigError, load_config
-from kvtestbed.agents.hotkeys import HotkeysConfig, HotkeysSettings, command_calls, owner_of, slot_owner_map
-from kvtestbed.agents.slots import key_slot
+from kvagent.service.config import ConfigError, load_config
+from kvagent.workloads.hotkeys.agent import HotkeysConfig, HotkeysSettings, command_calls, owner_of, slot_owner_map
+from kvagent.workloads.hotkeys.slots import key_slot
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "agents" / "examples"
 

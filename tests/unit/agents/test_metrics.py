@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
-from kvtestbed.agents.metrics import LATENCY_BUCKETS_S, LatencyMetric, ProcessMetrics
+from kvagent.service.metrics import LATENCY_BUCKETS_S, LatencyMetric, ProcessMetrics
 from prometheus_client import CollectorRegistry, generate_latest
 
 

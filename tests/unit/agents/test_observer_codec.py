@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from kvtestbed.agents.config import ConfigError, RedisEndpoint
-from kvtestbed.agents.observer import (
+from kvagent.service.config import ConfigError, RedisEndpoint
+from kvagent.workloads.observer.agent import (
     ListenerConfig,
     ObserverConfig,
     ValueEncoder,

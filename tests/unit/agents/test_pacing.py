@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from kvtestbed.agents.pacing import Pacer, sleep_or_stop
+from kvagent.service.pacing import Pacer, sleep_or_stop
 
 
 def test_pacer_rate() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kvtestbed.agents.config import ConfigError, load_config
-from kvtestbed.agents.pipeline import PipelineConfig, RouteSettings
-from kvtestbed.agents.pipelinestore import ids_key, second_key
-from kvtestbed.agents.slots import key_slot
+from kvagent.service.config import ConfigError, load_config
+from kvagent.workloads.hotkeys.slots import key_slot
+from kvagent.workloads.pipeline.agent import PipelineConfig, RouteSettings
+from kvagent.workloads.pipeline.store import ids_key, second_key
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "agents" / "examples"
 

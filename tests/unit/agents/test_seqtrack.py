@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kvtestbed.agents.seqtrack import ReadKind, SeqTracker
+from kvagent.workloads.observer.seqtrack import ReadKind, SeqTracker
 
 
 def _feed(tracker: SeqTracker, reads: list[int], run: str = "r") -> list[tuple[ReadKind, int | None]]:

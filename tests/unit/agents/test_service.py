@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kvtestbed.agents.config import ServiceConfig
-from kvtestbed.agents.connect import ConnectError
-from kvtestbed.agents.main import AGENT_KINDS, UnknownKindError, resolve_kind
-from kvtestbed.agents.metrics import LatencyMetric
-from kvtestbed.agents.service import AgentBase, run_agent
+from kvagent.clients.connect import ConnectError
+from kvagent.main import AGENT_KINDS, UnknownKindError, resolve_kind
+from kvagent.service.config import ServiceConfig
+from kvagent.service.metrics import LatencyMetric
+from kvagent.service.shell import AgentBase, run_agent
 
 
 def _free_port() -> int:

@@ -1,6 +1,6 @@
 """CRC16 hash slots: known vectors from the Redis Cluster specification and hash-tag rules."""
 
-from kvtestbed.agents.slots import crc16, hash_tag, key_slot
+from kvagent.workloads.hotkeys.slots import crc16, hash_tag, key_slot
 
 
 def test_crc16_reference_vector() -> None:

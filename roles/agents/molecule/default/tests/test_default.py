@@ -23,7 +23,7 @@ def sample(text: str, name: str) -> float:
 
 
 def test_venv_has_the_cli(host):
-    assert host.file("/opt/kvtestbed/venv/bin/kvtestbed").is_executable
+    assert host.file("/opt/kvtestbed/venv/bin/kvagent").is_executable
     assert host.run("/opt/kvtestbed/venv/bin/pip show kvtestbed").stdout.find("Version: 0.1.0") >= 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from molecule_kv import cli
+from tests.support.molecule_kv import cli
 
 
 def test_instances_run_and_listen(host):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from molecule_kv import cli, secret
+from tests.support.molecule_kv import cli, secret
 
 INSTANCES = [("redis", 6379, "standalone_redis"), ("redis", 6389, "standalone_redis"),
              ("valkey", 6380, "standalone_valkey")]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from molecule_kv import secret
+from tests.support.molecule_kv import secret
 
 
 def sentinel(host, *args: str) -> str:

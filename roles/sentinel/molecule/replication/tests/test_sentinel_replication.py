@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from molecule_kv import cli, secret
+from tests.support.molecule_kv import cli, secret
 
 PRIMARY = "198.18.44.11"
 

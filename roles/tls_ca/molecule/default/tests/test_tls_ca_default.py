@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from molecule_kv import cli, secret
+from tests.support.molecule_kv import cli, secret
 
 TLS = "--tls --cacert /etc/kvtestbed/tls/ca.crt"
 

@@ -1,0 +1,7 @@
+"""`python -m kvagent <kind> --config FILE`."""
+
+import sys
+
+from kvagent.main import main
+
+sys.exit(main())

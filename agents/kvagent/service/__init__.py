@@ -1,0 +1,1 @@
+"""What every agent shares: config, the service shell, HTTP, metrics, backoff, breaker, pacing, timers, clock."""

@@ -1,0 +1,1 @@
+"""One subpackage per workload; each exposes ``CONFIG_MODEL`` and ``build(config)`` from its ``agent`` module."""

@@ -1,1 +1,0 @@
-"""The agent services: one process per workload agent, measured with HdrHistogram and Prometheus."""

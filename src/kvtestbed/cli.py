@@ -1,0 +1,141 @@
+"""The `kvtestbed` command: lab up|down|status, deploy, agent. Failures end in one line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kvtestbed.deploy.playbook import run_playbook
+from kvtestbed.lab.status import STATE_DIR, format_table, lab_status
+from kvtestbed.project import ProjectError, ansible_bin, project_root, resolve_inventory
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise CliError(f"{what} needs root (it creates a bridge, nftables rules and containers): run it as root")
+
+
+def _inventory_vars(inventory: Path) -> dict:
+    """Variables every lab host shares (lab_name, lab_state_dir), as Ansible resolves them."""
+    try:
+        proc = subprocess.run([ansible_bin("ansible-inventory"), "-i", str(inventory), "--list"], capture_output=True,
+                              text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CliError(f"cannot read inventory {inventory}: {exc}") from None
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise CliError(f"inventory {inventory} does not parse: {lines[-1] if lines else 'unknown error'}")
+    hostvars = json.loads(proc.stdout).get("_meta", {}).get("hostvars", {})
+    return next(iter(hostvars.values()), {})
+
+
+def _playbook(args: argparse.Namespace, playbook: str, extra: dict[str, object] | None = None) -> int:
+    root = project_root()
+    inventory = resolve_inventory(root, args.inventory)
+    outcome = run_playbook(root, playbook, inventory, extra_vars=extra, limit=getattr(args, "limit", None),
+                           tags=getattr(args, "tags", None), verbose=args.verbose)
+    if outcome.error:
+        raise CliError(outcome.error, EXIT_BAD_INPUT if outcome.input_error else EXIT_FAILED)
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        return cmd_lab_status(args)
+    _require_root(f"kvtestbed lab {args.action}")
+    extra: dict[str, object] = {"lab_state": args.action}
+    if args.action == "down" and args.purge:
+        extra["lab_purge_images"] = True
+    code = _playbook(args, "lab.yml", extra)
+    if args.action == "up":
+        cmd_lab_status(args)
+    return code
+
+
+def cmd_lab_status(args: argparse.Namespace) -> int:
+    root = project_root()
+    hostvars = _inventory_vars(resolve_inventory(root, args.inventory))
+    lab_name = hostvars.get("lab_name", "default")
+    state_dir = Path(hostvars.get("lab_state_dir", STATE_DIR))
+    status, hosts = lab_status(lab_name, state_dir)
+    if not status:
+        print(f"lab {lab_name}: down (no status in {state_dir / lab_name}); start it with: kvtestbed lab up")
+        return 3
+    print(f"lab {lab_name}: bridge {status['bridge']} {status['subnet']}, gateway {status['gateway']}")
+    print(format_table(hosts))
+    for item in status.get("unsupported", []):
+        print(f"not emulated: {item}")
+    return 0 if all(h.state == "running" and h.ssh_ok for h in hosts) else 1
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    return _playbook(args, args.playbook)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    # the agents are a package of their own (agents/, installed by `make install`); hosts run `kvagent`
+    try:
+        from kvagent.main import agent_main
+    except ModuleNotFoundError as exc:
+        if exc.name != "kvagent":
+            raise
+        raise CliError("the agents package is not installed here: make install (pip install -e ./agents)") from None
+    return agent_main(args.kind, args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kvtestbed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_inventory(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--inventory", "-i", default="inventory/lab", help="inventory path (default: the lab)")
+        p.add_argument("--verbose", "-v", action="store_true", help="Ansible's full output")
+
+    lab = sub.add_parser("lab", help="emulated Pi/PC hosts on this machine")
+    lab.add_argument("action", choices=["up", "down", "status"])
+    lab.add_argument("--purge", action="store_true", help="with down: also delete the cached base image")
+    with_inventory(lab)
+    lab.set_defaults(func=cmd_lab)
+
+    deploy = sub.add_parser("deploy", help="run playbooks/site.yml (or --playbook) on an inventory")
+    with_inventory(deploy)
+    deploy.add_argument("--playbook", default="site.yml", help="a playbook in playbooks/ (default site.yml)")
+    deploy.add_argument("--limit", help="only these hosts or groups")
+    deploy.add_argument("--tags", help="only these tags")
+    deploy.set_defaults(func=cmd_deploy)
+
+    agent = sub.add_parser("agent", help="run one workload agent")
+    agent.add_argument("kind", help="observer, expiry, streams, pipeline or hotkeys")
+    agent.add_argument("--config", required=True, help="the agent's YAML config")
+    agent.set_defaults(func=cmd_agent)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prefix = f"kvtestbed {args.command}" + (f" {args.action}" if args.command == "lab" else "")
+    try:
+        return args.func(args)
+    except (CliError, ProjectError) as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return getattr(exc, "code", EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

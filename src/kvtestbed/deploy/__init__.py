@@ -1,0 +1,1 @@
+"""Deploy: ansible-playbook runs with one line per changed or failed task."""
