@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.agentproc import AgentProcess
+from tests.support.binaries import require
 from tests.support.servers import (
     NatsServer,
     RedisCluster,
     RedisServer,
     SentinelServer,
     SentinelSet,
+    TlsFiles,
     build_redis_cluster,
     nats_cluster,
     nats_server_binary,
@@ -29,9 +31,7 @@ REDIS_CLI = shutil.which("redis-cli")
 
 
 def _need(binary: str | None, what: str) -> str:
-    if binary is None:
-        pytest.skip(f"{what} is not installed (make deps installs it)")
-    return binary
+    return require(binary, what)  # skips here, fails under CI=true
 
 
 ServerFactory = Callable[..., RedisServer]
@@ -39,12 +39,15 @@ ServerFactory = Callable[..., RedisServer]
 
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
-    """make(engine='redis'|'valkey', password=None, extra=()) -> a started server; all stopped at teardown."""
+    """make(engine='redis'|'valkey', password=None, extra=(), tls=None) -> a started server (also on a TLS port
+    with `tls`, see make_test_ca); all stopped at teardown."""
     made: list[RedisServer] = []
 
-    def make(engine: str = "redis", password: str | None = None, extra: tuple[str, ...] = ()) -> RedisServer:
+    def make(
+        engine: str = "redis", password: str | None = None, extra: tuple[str, ...] = (), tls: TlsFiles | None = None
+    ) -> RedisServer:
         binary = _need(REDIS_BIN if engine == "redis" else VALKEY_BIN, f"{engine}-server")
-        server = RedisServer(binary, tmp_path / f"{engine}{len(made)}", password=password, extra=extra)
+        server = RedisServer(binary, tmp_path / f"{engine}{len(made)}", password=password, extra=extra, tls=tls)
         made.append(server)
         server.start()
         return server

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.binaries import require, unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 KVTESTBED = [sys.executable, "-m", "kvtestbed.cli"]
 BRIDGE = "kvtb-badinput"
+NON_ROOT = 1000
 
 pytestmark = pytest.mark.integration
 
@@ -32,10 +35,18 @@ def write_inventory(tmp_path: Path, hosts_yaml: str) -> Path:
     return inventory
 
 
-def run_cli(*args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+def as_non_root(argv: list[str]) -> list[str]:
+    """argv in a new user namespace where the process is uid/gid 1000, not root, while outside it is still the
+    caller, who owns the checkout: it imports the package from a clone only root may read (a 0700 clone under
+    /root), which a real other user (setpriv to nobody) cannot."""
+    unshare = require(shutil.which("unshare"), "unshare (util-linux)")
+    return [unshare, "--user", f"--map-user={NON_ROOT}", f"--map-group={NON_ROOT}", *argv]
+
+
+def run_cli(*args: str, non_root: bool = False) -> subprocess.CompletedProcess[str]:
     argv = [*KVTESTBED, *args]
-    if user:
-        argv = ["setpriv", "--reuid", user, "--regid", user, "--clear-groups", *argv]
+    if non_root:
+        argv = as_non_root(argv)
     env = dict(os.environ, KVTESTBED_HOME=str(ROOT), HOME="/tmp")
     return subprocess.run(argv, capture_output=True, text=True, cwd="/", env=env, timeout=120)
 
@@ -71,12 +82,15 @@ def test_bad_inventory_is_one_line_and_changes_nothing(tmp_path, case):
     assert not Path("/var/lib/kvtestbed/lab/badinput").exists()
 
 
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) not installed")
 def test_not_root_is_one_line(tmp_path):
+    probe = subprocess.run(as_non_root([sys.executable, "-c", "import os, kvtestbed.cli; print(os.geteuid())"]),
+                           capture_output=True, text=True, cwd="/", timeout=60)
+    if "unshare failed" in probe.stderr:  # user namespaces disabled (sysctl user.max_user_namespaces=0)
+        unavailable(f"no user namespace for a non-root run: {probe.stderr.strip()}")
+    assert (probe.returncode, probe.stdout.strip()) == (0, str(NON_ROOT)), probe.stderr  # not root, and imports
     inventory = write_inventory(tmp_path, "all:\n  hosts:\n    pi-1: {ansible_host: 198.18.41.11, lab_profile: pi4b}\n")
-    tmp_path.chmod(0o755)
-    proc = run_cli("lab", "up", "--inventory", str(inventory), user="65534")
-    assert proc.returncode == 2
+    proc = run_cli("lab", "up", "--inventory", str(inventory), non_root=True)
+    assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == ("kvtestbed lab up: kvtestbed lab up needs root (it creates a bridge, nftables "
                                    "rules and containers): run it as root")
     assert not bridge_exists()

@@ -132,8 +132,101 @@ class ManagedProcess:
             return "(no log)"
 
 
+@dataclass
+class TlsFiles:
+    """A CA certificate and a server certificate + key it signed (PEM files)."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+def make_test_ca(workdir: Path, name: str = "ca") -> TlsFiles:
+    """A throwaway CA and a server certificate it signed for 127.0.0.1 and localhost, with the openssl CLI.
+
+    Extensions are explicit (CA basic constraints and key usage, SAN, key identifiers) so that strict
+    verifiers (Python 3.13's VERIFY_X509_STRICT default) accept them too.
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("openssl is not installed")
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(workdir / f"{name}.crt", workdir / f"{name}-server.crt", workdir / f"{name}-server.key")
+    ca_key = workdir / f"{name}.key"
+    csr = workdir / f"{name}-server.csr"
+    ca_ext = workdir / f"{name}-ca.ext"
+    ca_ext.write_text(
+        "[req]\ndistinguished_name = dn\nx509_extensions = v3\n[dn]\n[v3]\n"
+        "basicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n"
+        "subjectKeyIdentifier = hash\n"
+    )
+    server_ext = workdir / f"{name}-server.ext"
+    server_ext.write_text(
+        "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n"
+        "extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1, DNS:localhost\n"
+        "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid, issuer\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    steps = [
+        [
+            openssl,
+            "req",
+            "-x509",
+            *ec,
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(files.ca_cert),
+            "-days",
+            "2",
+            "-subj",
+            f"/CN=kvtestbed test CA {name}",
+            "-config",
+            str(ca_ext),
+        ],
+        [
+            openssl,
+            "req",
+            *ec,
+            "-keyout",
+            str(files.key),
+            "-out",
+            str(csr),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-config",
+            str(ca_ext),
+        ],
+        [
+            openssl,
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(files.ca_cert),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-out",
+            str(files.cert),
+            "-days",
+            "2",
+            "-extfile",
+            str(server_ext),
+        ],
+    ]
+    for argv in steps:
+        subprocess.run(argv, check=True, capture_output=True, timeout=30)
+    return files
+
+
 class RedisServer(ManagedProcess):
-    """redis-server or valkey-server (same flags): no persistence unless asked, loopback only."""
+    """redis-server or valkey-server (same flags): no persistence unless asked, loopback only.
+
+    With ``tls`` the server also listens with TLS on ``tls_port`` (clients not asked for certificates);
+    the plain port stays open for readiness checks and test-side clients.
+    """
 
     def __init__(
         self,
@@ -142,9 +235,12 @@ class RedisServer(ManagedProcess):
         port: int | None = None,
         password: str | None = None,
         extra: Sequence[str] = (),
+        tls: TlsFiles | None = None,
     ) -> None:
         port = port or free_port()
         self.password = password
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else None
         argv = [
             binary,
             "--port",
@@ -164,6 +260,19 @@ class RedisServer(ManagedProcess):
         ]
         if password:
             argv += ["--requirepass", password]
+        if tls is not None:
+            argv += [
+                "--tls-port",
+                str(self.tls_port),
+                "--tls-cert-file",
+                str(tls.cert),
+                "--tls-key-file",
+                str(tls.key),
+                "--tls-ca-cert-file",
+                str(tls.ca_cert),
+                "--tls-auth-clients",
+                "no",
+            ]
         argv += list(extra)
         super().__init__(Path(binary).name, argv, workdir, port)
 
@@ -176,6 +285,8 @@ class RedisServer(ManagedProcess):
 
     def wait_ready(self) -> None:
         wait_port(self.port)
+        if self.tls_port is not None:
+            wait_port(self.tls_port)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -196,6 +307,14 @@ class RedisServer(ManagedProcess):
             out["password"] = self.password
         return out
 
+    def tls_endpoint(self, ca_file: Path | None) -> dict[str, object]:
+        """The agent-config mapping for the TLS port, verifying with ``ca_file``."""
+        assert self.tls_port is not None, "started without tls"
+        out = {**self.endpoint(), "port": self.tls_port, "tls": True}
+        if ca_file is not None:
+            out["tls_ca_file"] = str(ca_file)
+        return out
+
 
 class NatsServer(ManagedProcess):
     """nats-server with JetStream, its store under workdir; monitoring on a second free port."""
@@ -210,6 +329,7 @@ class NatsServer(ManagedProcess):
         routes: Sequence[int] = (),
         cluster_name: str = "kvt",
         users: dict[str, str] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         port = port or free_port()
         self.monitor_port = free_port()
@@ -229,6 +349,8 @@ class NatsServer(ManagedProcess):
         if users:
             entries = ", ".join(f'{{user: "{u}", password: "{pw}"}}' for u, pw in users.items())
             lines.append(f"authorization {{ users: [{entries}] }}")
+        if tls is not None:  # clients must then speak TLS (server certificate only, no client certificates)
+            lines.append(f'tls {{ cert_file: "{tls.cert}", key_file: "{tls.key}" }}')
         conf.write_text("\n".join(lines) + "\n")
         super().__init__(name, [binary, "-c", str(conf)], workdir, port)
 

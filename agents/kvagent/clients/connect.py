@@ -7,7 +7,7 @@ unreachable server or a rejected password fatal (ConnectError -> one line, exit 
 
 from __future__ import annotations
 
-import random
+import ssl
 import threading
 import time
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from redis.backoff import NoBackoff
+from redis.backoff import FullJitterBackoff, NoBackoff
 
 from kvagent.service.config import NatsEndpoint, RedisEndpoint
 
@@ -35,14 +35,24 @@ class ConnectError(Exception):
 
 
 class Backoff:
-    """Capped exponential backoff with full jitter: delay = uniform(0, min(cap, base * 2**attempt))."""
+    """redis-py's FullJitterBackoff (delay = uniform(0, min(cap, base * 2**attempt))) plus the attempt
+    counter our loops need: next_delay() after each failure, reset() after a success.
 
-    def __init__(self, base_s: float = 0.05, cap_s: float = 5.0, rng: random.Random | None = None) -> None:
+    Full jitter rather than ExponentialWithJitterBackoff: that one is min(cap, random * base * 2**n),
+    so once the exponent passes the cap almost every delay equals the cap and agents that lost the
+    same server retry in lockstep; full jitter keeps them spread over [0, cap] however long the outage.
+    """
+
+    # FullJitterBackoff computes base * 2**failures as int * float: past ~2**1024 that overflows, and
+    # the cap is reached long before 2**32 for any base we use.
+    _MAX_EXPONENT = 32
+
+    def __init__(self, base_s: float = 0.05, cap_s: float = 5.0) -> None:
         if base_s <= 0 or cap_s < base_s:
             raise ValueError("need 0 < base_s <= cap_s")
         self.base_s = base_s
         self.cap_s = cap_s
-        self._rng = rng or random.Random()
+        self._policy = FullJitterBackoff(cap=cap_s, base=base_s)
         self._attempt = 0
 
     @property
@@ -50,10 +60,9 @@ class Backoff:
         return self._attempt
 
     def next_delay(self) -> float:
-        # Exponent capped so 2**attempt never overflows after a very long outage.
-        ceiling = min(self.cap_s, self.base_s * (2 ** min(self._attempt, 32)))
+        delay = self._policy.compute(min(self._attempt, self._MAX_EXPONENT))
         self._attempt += 1
-        return self._rng.uniform(0, ceiling)
+        return delay
 
     def reset(self) -> None:
         self._attempt = 0
@@ -130,6 +139,20 @@ def _tracker_metric(registry: CollectorRegistry, name: str, kind: Any, doc: str)
     return existing[full]
 
 
+def tls_kwargs(endpoint: RedisEndpoint) -> dict[str, Any]:
+    """redis-py's TLS arguments: verify the server against ``tls_ca_file`` (the testbed's own CA) or, without
+    it, the system's trust store; the host name is checked too (redis-py's default). Empty without TLS:
+    redis-py's non-TLS connection classes reject ssl_* arguments."""
+    if not endpoint.tls:
+        return {}
+    return {"ssl": True, "ssl_cert_reqs": "required", "ssl_ca_certs": endpoint.tls_ca_file}
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The same policy as an ssl.SSLContext, for clients that take one (hiredis connections, nats-py)."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
 def redis_kwargs(endpoint: RedisEndpoint, **kw: Any) -> dict[str, Any]:
     """Client keyword arguments for an endpoint; redis-py's own retries are off, agents retry themselves."""
     args: dict[str, Any] = {
@@ -138,17 +161,25 @@ def redis_kwargs(endpoint: RedisEndpoint, **kw: Any) -> dict[str, Any]:
         "db": endpoint.db,
         "password": endpoint.password,
         "username": endpoint.username,
-        "ssl": endpoint.tls,
         "socket_connect_timeout": 2.0,
         "socket_timeout": 5.0,
+        **tls_kwargs(endpoint),
     }
     args.update(kw)
     return args
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+
+
 def _describe_redis_error(endpoint: RedisEndpoint, exc: BaseException) -> ConnectError:
-    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    text = _first_line(exc)
     lowered = text.lower()
+    if "certificate verify failed" in lowered or "wrong version number" in lowered or isinstance(exc, ssl.SSLError):
+        # Which CA was used matters to the operator; its path is configuration, not a secret.
+        ca = endpoint.tls_ca_file or "the system trust store"
+        return ConnectError(f"redis {endpoint.label()}: TLS verification failed against {ca} ({text})")
     if isinstance(exc, redis.AuthenticationError) or any(
         m in lowered for m in ("wrongpass", "noauth", "invalid password", "invalid username", "auth")
     ):
@@ -204,6 +235,9 @@ async def connect_nats(endpoint: NatsEndpoint, name: str = "kvtestbed", **kw: An
         options["user"] = endpoint.user
     if endpoint.password is not None:
         options["password"] = endpoint.password
+    if endpoint.tls_ca_file is not None:
+        # nats-py upgrades to TLS with this context (tls:// URLs, or a server that requires TLS).
+        options["tls"] = tls_context(endpoint.tls_ca_file)
     options.update(kw)
 
     async def _quiet(exc: Exception) -> None:  # nats-py would log every failed reconnect attempt
@@ -220,6 +254,10 @@ async def connect_nats(endpoint: NatsEndpoint, name: str = "kvtestbed", **kw: An
         await probe.close()
         return await nats.connect(**options)
     except (TimeoutError, NatsError, OSError) as exc:
-        text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        kind = "authentication failed" if "authorization" in text.lower() else "unreachable"
+        text = _first_line(exc)
+        lowered = text.lower()
+        if "certificate verify failed" in lowered or isinstance(exc, ssl.SSLError):
+            kind = f"TLS verification failed against {endpoint.tls_ca_file or 'the system trust store'}"
+        else:
+            kind = "authentication failed" if "authorization" in lowered else "unreachable"
         raise ConnectError(f"nats {endpoint.label()}: {kind} ({text})") from None

@@ -18,6 +18,7 @@ from typing import Any
 
 import hiredis
 
+from kvagent.clients.connect import tls_context
 from kvagent.service.config import RedisEndpoint
 
 PushHandler = Callable[[list[Any], int], None]
@@ -103,7 +104,10 @@ class RespConnection:
         try:
             _transport, protocol = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _RespProtocol(on_push), endpoint.host, endpoint.port, ssl=endpoint.tls or None
+                    lambda: _RespProtocol(on_push),
+                    endpoint.host,
+                    endpoint.port,
+                    ssl=tls_context(endpoint.tls_ca_file) if endpoint.tls else None,
                 ),
                 timeout_s,
             )

@@ -14,8 +14,11 @@ from typing import Literal, Protocol
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from kvagent.clients.connect import redis_kwargs, tls_kwargs
+from kvagent.clients.sentinel import master_endpoint, sentinel_manager
 from kvagent.service.config import ConfigError, RedisEndpoint
 
 
@@ -48,7 +51,7 @@ class TargetSettings:
         if self.mode == "cluster" and self.db != 0:
             raise ConfigError("target.db must be 0 in mode cluster (Redis Cluster has only db 0)")
         if self.refresh_s <= 0:
-            raise ConfigError(f"target.refresh_s must be > 0, got {self.refresh_s}")
+            raise ConfigError("target.refresh_s must be > 0")
 
     def node(self, host: str, port: int) -> RedisEndpoint:
         """An endpoint for a discovered node, with this target's credentials and db."""
@@ -59,30 +62,28 @@ class TargetSettings:
             password=self.password if self.password is not None else (base.password if base else None),
             username=self.username if self.username is not None else (base.username if base else None),
             tls=base.tls if base else False,
+            tls_ca_file=base.tls_ca_file if base else None,
             db=self.db,
         )
 
 
 class Resolver(Protocol):
     async def resolve(self) -> list[RedisEndpoint]:
-        """The nodes that own keys now; raises ConnectionError/OSError when nobody can tell."""
+        """The nodes that own keys now; raises the builtin ConnectionError when nobody can tell."""
         ...
 
 
 def node_client(ep: RedisEndpoint, timeout_s: float = 2.0) -> aioredis.Redis:
     # A short-lived, non-retrying client: resolvers are polled and must not hang on a dead node.
     return aioredis.Redis(
-        host=ep.host,
-        port=ep.port,
-        username=ep.username,
-        password=ep.password,
-        ssl=ep.tls,
-        db=ep.db,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        # No redis-py retries: the caller decides (and counts) what a failure means.
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
+        **redis_kwargs(
+            ep,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            # No redis-py retries: the caller decides (and counts) what a failure means.
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+        )
     )
 
 
@@ -95,28 +96,17 @@ class StaticResolver:
 
 
 class SentinelResolver:
-    """Asks each Sentinel in turn for the current master address."""
+    """The master Sentinel names now, asked through redis-py's Sentinel (discover_master)."""
 
     def __init__(self, settings: TargetSettings) -> None:
         self._settings = settings
+        self._manager: Sentinel | None = None  # made on first use, inside the agent's event loop
 
     async def resolve(self) -> list[RedisEndpoint]:
-        errors: list[str] = []
-        for sentinel in self._settings.sentinels:
-            client = node_client(dataclasses.replace(sentinel, db=0))
-            try:
-                name = self._settings.master_name
-                addr = await client.execute_command("SENTINEL", "get-master-addr-by-name", name)
-            except (aioredis.RedisError, OSError) as exc:
-                errors.append(f"{sentinel.label()}: {exc}")
-                continue
-            finally:
-                await client.aclose()
-            if addr:
-                host, port = addr[0], int(addr[1])
-                return [self._settings.node(host, port)]
-            errors.append(f"{sentinel.label()}: unknown master {self._settings.master_name!r}")
-        raise ConnectionError("no Sentinel answered: " + "; ".join(errors))
+        if self._manager is None:
+            self._manager = sentinel_manager(self._settings.sentinels)
+        template = self._settings.node("", 1)
+        return [await master_endpoint(self._manager, self._settings.master_name, template)]
 
 
 def parse_cluster_masters(text: str) -> list[tuple[str, int]]:
@@ -179,7 +169,7 @@ def cluster_client(settings: TargetSettings, timeout_s: float = 2.0) -> RedisClu
         startup_nodes=[ClusterNode(n.host, n.port) for n in settings.nodes],
         username=settings.username if settings.username is not None else first.username,
         password=settings.password if settings.password is not None else first.password,
-        ssl=first.tls,
+        **tls_kwargs(first),
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
     )

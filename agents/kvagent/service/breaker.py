@@ -2,12 +2,25 @@
 
 closed --(failure_threshold consecutive failures)--> open --(reset_timeout_s)--> half_open
 half_open --(probe succeeds)--> closed;  half_open --(probe fails)--> open
+
+Every request that is let through gets a Permit naming the breaker generation (one per state
+change) it started in, and its outcome is reported with that permit. A result from an older
+generation is ignored: without that, the answer to a request sent while closed, arriving after
+the breaker tripped, closed the OPEN breaker and cancelled its reset timeout, and a late failure
+while half-open reopened it although the probe was still out. Only the probe closes a half-open
+breaker.
+
+Kept in-house rather than adopted: aiobreaker's last release is 1.2.0 (2021-05) and purgatory
+(3.0.1, 2024-11) is built around wrapping one awaited call in the breaker, whereas a streams
+request is several attempts, each allowed or refused on its own, whose timeouts are failures and
+whose answer arrives on a response stream; the state machine below is small enough to own.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import IntEnum
 
 
@@ -16,6 +29,14 @@ class BreakerState(IntEnum):
     CLOSED = 0
     OPEN = 1
     HALF_OPEN = 2
+
+
+@dataclass(frozen=True)
+class Permit:
+    """Leave to send one request; hand it back with its outcome."""
+
+    generation: int
+    probe: bool
 
 
 class CircuitBreaker:
@@ -33,6 +54,7 @@ class CircuitBreaker:
         self._clock = clock
         self._on_change = on_change
         self._state = BreakerState.CLOSED
+        self._generation = 0
         self._failures = 0
         self._opened_at = 0.0
         self._probe_out = False
@@ -42,36 +64,46 @@ class CircuitBreaker:
     def state(self) -> BreakerState:
         if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.reset_timeout_s:
             self._set(BreakerState.HALF_OPEN)
-            self._probe_out = False
         return self._state
 
-    def allow(self) -> bool:
-        """May a request go out now? In half-open only one probe at a time."""
+    def allow(self) -> Permit | None:
+        """A permit if a request may go out now, else None. In half-open only one probe at a time."""
         state = self.state
         if state is BreakerState.CLOSED:
-            return True
+            return Permit(self._generation, probe=False)
         if state is BreakerState.HALF_OPEN and not self._probe_out:
             self._probe_out = True
-            return True
-        return False
+            return Permit(self._generation, probe=True)
+        return None
 
-    def record_success(self) -> None:
-        self._failures = 0
-        self._probe_out = False
-        if self._state is not BreakerState.CLOSED:
+    def record_success(self, permit: Permit) -> None:
+        if permit.generation != self._generation:
+            return  # sent before the last state change: says nothing about the backend now
+        if self._state is BreakerState.CLOSED:
+            self._failures = 0
+        elif self._state is BreakerState.HALF_OPEN and permit.probe:
             self._set(BreakerState.CLOSED)
 
-    def record_failure(self) -> None:
-        self._failures += 1
-        self._probe_out = False
-        if self._state is BreakerState.HALF_OPEN or (
-            self._state is BreakerState.CLOSED and self._failures >= self.failure_threshold
-        ):
-            self._opened_at = self._clock()
-            self.opened += 1
-            self._set(BreakerState.OPEN)
+    def record_failure(self, permit: Permit) -> None:
+        if permit.generation != self._generation:
+            return
+        if self._state is BreakerState.CLOSED:
+            self._failures += 1
+            if self._failures >= self.failure_threshold:
+                self._trip()
+        elif self._state is BreakerState.HALF_OPEN and permit.probe:
+            self._trip()
+
+    def _trip(self) -> None:
+        self._opened_at = self._clock()
+        self.opened += 1
+        self._set(BreakerState.OPEN)
 
     def _set(self, state: BreakerState) -> None:
+        # A new generation on every change: permits issued before it no longer count.
+        self._generation += 1
         self._state = state
+        self._failures = 0
+        self._probe_out = False
         if self._on_change is not None:
             self._on_change(state)

@@ -4,6 +4,10 @@ An agent's configuration is a ``@dataclass`` tree. ``load_config`` reads a YAML 
 environment overrides (``KVT_WRITER__RATE=500`` sets ``writer.rate``) and builds the dataclasses,
 rejecting unknown keys, wrong types and missing required keys with a single line that names the
 file and the dotted key, so an operator sees at once what to fix (the agent then exits 2).
+
+Messages never repeat a value from the file or the environment, only its type: the line goes to
+stderr and the journal, and a mistyped ``password`` or token would otherwise be written there. The
+expected type or the constraint (``must be > 0``) is what tells the operator what to fix.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ class _EnvValue(str):
     """A raw string from an environment variable: converted to the field's type, not taken literally."""
 
 
+def _check_ca_file(tls_ca_file: str | None) -> None:
+    # Checked at startup so that a wrong path is a config error, not "unreachable" on first connect.
+    if tls_ca_file is not None and not os.access(tls_ca_file, os.R_OK):
+        raise ConfigError("tls_ca_file: no readable file at the path given")
+
+
 @dataclasses.dataclass
 class RedisEndpoint:
     host: str
@@ -36,13 +46,19 @@ class RedisEndpoint:
     password: str | None = None
     username: str | None = None
     tls: bool = False
+    # PEM bundle of the CA(s) that signed the server's certificate (the testbed's own CA); without it
+    # TLS verifies against the system trust store. The server's name is checked either way.
+    tls_ca_file: str | None = None
     db: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
-            raise ConfigError(f"port must be 1..65535, got {self.port}")
+            raise ConfigError("port must be 1..65535")
         if self.db < 0:
-            raise ConfigError(f"db must be >= 0, got {self.db}")
+            raise ConfigError("db must be >= 0")
+        if self.tls_ca_file is not None and not self.tls:
+            raise ConfigError("tls_ca_file is set but tls is false")
+        _check_ca_file(self.tls_ca_file)
 
     def label(self) -> str:
         return f"{self.host}:{self.port}"
@@ -53,13 +69,22 @@ class NatsEndpoint:
     servers: list[str]
     user: str | None = None
     password: str | None = None
+    # CA bundle to verify the servers with (TLS is used for tls:// URLs or when the server requires it).
+    tls_ca_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.servers:
             raise ConfigError("servers must list at least one nats:// URL")
+        _check_ca_file(self.tls_ca_file)
 
     def label(self) -> str:
-        return ",".join(self.servers)
+        # nats://user:password@host URLs are valid: the label (logs, errors, metric labels) drops userinfo.
+        return ",".join(_without_userinfo(url) for url in self.servers)
+
+
+def _without_userinfo(url: str) -> str:
+    scheme, sep, rest = url.rpartition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}"
 
 
 @dataclasses.dataclass
@@ -71,11 +96,9 @@ class ServiceConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.metrics_port < 65536:
-            raise ConfigError(f"metrics_port must be 0..65535, got {self.metrics_port}")
+            raise ConfigError("metrics_port must be 0..65535")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(
-                f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}"
-            )
+            raise ConfigError("log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
 
 class _FieldError(Exception):
@@ -88,10 +111,8 @@ class _FieldError(Exception):
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{type(value).__name__} {text}"
+    # Only the type: the value may be a secret (see the module docstring).
+    return type(value).__name__
 
 
 def _type_name(tp: Any) -> str:
@@ -123,12 +144,14 @@ def _convert_env(raw: _EnvValue, tp: Any, path: str) -> Any:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise _FieldError(path, f"must be true or false, got {text!r} from the environment")
+        raise _FieldError(
+            path, "must be true or false (1/0, yes/no, on/off), got another string from the environment"
+        )
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise _FieldError(
-            path, f"cannot parse {text!r} from the environment ({exc.__class__.__name__})"
+            path, f"cannot be parsed from the environment as YAML ({exc.__class__.__name__})"
         ) from None
 
 

@@ -111,3 +111,24 @@ def test_metrics_port_in_use(tmp_path: Path, redis_server) -> None:
         config["service"]["metrics_port"] = busy.getsockname()[1]
         path.write_text(yaml.safe_dump(config))
         _assert_one_line(_run("observer", path), "cannot listen")
+
+
+SECRET_MARKER = "hunter2-MARKER-7f3a"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "env", "fragment"),
+    [
+        (lambda c: c["writer"]["endpoint"].update(password=[SECRET_MARKER]), {}, "'writer.endpoint.password' must be"),
+        (lambda c: c["writer"]["endpoint"].update(password={"p": SECRET_MARKER}), {}, "'writer.endpoint.password'"),
+        (lambda c: None, {"KVT_WRITER__ENDPOINT__TLS": SECRET_MARKER}, "'writer.endpoint.tls' must be true or false"),
+    ],
+    ids=["password-list", "password-mapping", "env-bool"],
+)
+def test_a_mistyped_secret_stays_out_of_stderr(tmp_path: Path, mutate: Any, env: dict[str, str], fragment: str) -> None:
+    config = _observer(6379)
+    mutate(config)
+    proc = _run("observer", _write(tmp_path, config), env=env)
+    _assert_one_line(proc, "kvagent observer: config", fragment)
+    assert SECRET_MARKER not in proc.stderr + proc.stdout
+    assert "hunter2" not in proc.stderr + proc.stdout

@@ -78,6 +78,12 @@ def start_expiry(
     return cons, work, gen
 
 
+def all_connected(agent: AgentProcess) -> bool:
+    """Every connection the agent tracks (target nodes, ledger, NATS) is up: kvt_connected{...} 1 for each."""
+    values = [line.rsplit(" ", 1)[1] for line in agent.metrics().splitlines() if line.startswith("kvt_connected{")]
+    return bool(values) and all(float(v) == 1.0 for v in values)
+
+
 def stop_all(agents: list[AgentProcess]) -> dict[str, dict[str, Any]]:
     dumps = {}
     for agent in agents:
@@ -114,7 +120,15 @@ def test_each_key_processed_exactly_once_evenly(
             return audit if audit and audit["complete"] else None
 
         audit = wait_until(complete, 90, 0.5, "audit complete")
-        time.sleep(1.5)  # one more counter flush from the consumers
+
+        def consumers_settled() -> bool:
+            # Every consumer has handled every key's event (published it or had it suppressed): the audit
+            # only needs one copy processed, the per-consumer assertions below need all three handled.
+            sums = [a.summary() for a in cons]
+            handled = sum(s["published"] + s["suppressed"] for s in sums)
+            return all(s["received"] == keys for s in sums) and handled == len(cons) * keys
+
+        wait_until(consumers_settled, 30, 0.25, "every consumer handled every event")
         dumps = stop_all(agents)
     finally:
         for agent in agents:
@@ -168,10 +182,11 @@ def test_agents_resume_after_servers_restart(tmp_path: Path, server_factory: Any
     cons, work, gen = start_expiry(tmp_path, cfg, 2, 2, "store", generator)
     agents = [*cons, *work, gen]
     try:
-        time.sleep(1.5)
+        wait_until(lambda: gen.summary()["generated"] >= 1000, 20, 0.1, "1000 keys generated")
         target.restart(down_s=0.5)  # SIGKILL: the keys set so far are gone with the server
         target_back_ms = time.time() * 1000
-        time.sleep(1.0)
+        # NATS goes down only once every agent is back on the restarted target (and everything else).
+        wait_until(lambda: all(all_connected(a) for a in agents), 20, 0.1, "agents reconnected to the target")
         nats_server.restart(down_s=0.5)
         nats_back_ms = time.time() * 1000
         audit = wait_until(
@@ -180,7 +195,7 @@ def test_agents_resume_after_servers_restart(tmp_path: Path, server_factory: Any
             0.5,
             "final audit",
         )
-        time.sleep(1.5)
+        wait_until(lambda: all(all_connected(a) for a in agents), 20, 0.1, "agents reconnected to NATS")
         dumps = stop_all(agents)
     finally:
         for agent in agents:
@@ -230,8 +245,10 @@ def test_consumers_follow_the_master_sentinel_names_after_a_failover(
     }
     cons, work, gen = start_expiry(tmp_path, cfg, 2, 2, "store", generator)
     agents = [*cons, *work, gen]
+    new_master = f"{replica.host}:{replica.port}"
     try:
-        time.sleep(3.0)
+        # The failover in the middle of the writes: about 3 s of the 10 s in.
+        wait_until(lambda: gen.summary()["generated"] >= 2400, 20, 0.1, "2400 keys generated")
         promotion_s = group.kill_primary()
         promoted_ms = time.time() * 1000
         audit = wait_until(
@@ -240,14 +257,20 @@ def test_consumers_follow_the_master_sentinel_names_after_a_failover(
             0.5,
             "audit complete",
         )
-        time.sleep(1.5)
+        wait_until(
+            lambda: all(
+                s["node_changes"] >= 1 and s["per_node"].get(new_master, 0) > 0 for s in (a.summary() for a in cons)
+            ),
+            20,
+            0.25,
+            "both consumers receiving from the promoted replica",
+        )
         dumps = stop_all(agents)
     finally:
         for agent in agents:
             agent.kill()
 
     # Both consumers moved their subscription to the promoted replica.
-    new_master = f"{replica.host}:{replica.port}"
     for agent in cons:
         summary = dumps[agent.name]["summary"]
         assert summary["node_changes"] >= 1, summary

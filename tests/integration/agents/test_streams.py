@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -24,18 +25,29 @@ def test_http_ingress_round_trip(kv_server, agents) -> None:
     agent = agents(
         "streams", _cfg(kv_server, {"mode": "http", "http_port": port, "timeout_s": 2.0}, {"consumers": 2})
     )
-    workers = set()
+    answered_by: Counter[str] = Counter()
     for _ in range(50):
         req = urllib.request.Request(f"http://127.0.0.1:{port}/request", data=b"hello", method="POST")
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 200
             body = json.loads(resp.read())
         assert body["status"] == "ok" and body["attempts"] == 1 and body["rtt_us"] > 0
-        workers.add(body["worker"])
+        answered_by[body["worker"]] += 1
     summary = agent.stop()["summary"]
     assert summary["completed"] == 50 and summary["lost"] == 0 and summary["timed_out"] == 0
     assert summary["processed"] == 50 and summary["request_rtt"]["count"] == 50
-    assert len(workers) >= 1
+    # `consumers: 2` means exactly the group members <instance>-0 and <instance>-1, and both served: Redis
+    # hands each new entry to the consumer that has been blocked longest, so sequential requests alternate.
+    instance = summary["instance"]
+    assert set(answered_by) == {f"{instance}-0", f"{instance}-1"}, answered_by
+    assert min(answered_by.values()) >= 10 and sum(answered_by.values()) == 50, answered_by
+    with kv_server.client() as c:
+        members = {m["name"].decode(): int(m["pending"]) for m in c.xinfo_consumers("t:req", "g")}
+        pending = sum(int(g["pending"]) for g in c.xinfo_groups("t:req"))
+    # The claimer joins the group too once its first XAUTOCLAIM ran (that creates it); nothing is left pending.
+    members.pop(f"{instance}-claimer", None)
+    assert members == {f"{instance}-0": 0, f"{instance}-1": 0}, members
+    assert pending == 0
 
 
 def test_no_request_lost_when_a_worker_is_killed(redis_server, agents) -> None:

@@ -14,11 +14,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 
 def test_backoff_is_capped_exponential_with_full_jitter() -> None:
-    backoff = Backoff(base_s=0.1, cap_s=1.0, rng=random.Random(1))
+    random.seed(1)  # redis-py's FullJitterBackoff draws from the module-level generator
+    backoff = Backoff(base_s=0.1, cap_s=1.0)
     delays = [backoff.next_delay() for _ in range(200)]
     assert all(0 <= d <= 1.0 for d in delays)
     assert max(delays[:1]) <= 0.1 and max(delays[1:2]) <= 0.2
     assert max(delays[10:]) > 0.5  # reaches the cap region
+    assert min(delays[10:]) < 0.2  # ...and stays jittered there (full jitter, not "cap with noise")
     backoff.reset()
     assert backoff.attempt == 0 and backoff.next_delay() <= 0.1
     for _ in range(10_000):  # no overflow after a very long outage

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from kvagent.service.config import ConfigError, load_config
 from kvagent.workloads.hotkeys.agent import HotkeysConfig, HotkeysSettings, command_calls, owner_of, slot_owner_map
-from kvagent.workloads.hotkeys.slots import key_slot
+from redis.crc import key_slot
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "agents" / "examples"
 
@@ -20,7 +20,7 @@ def test_example_loads() -> None:
 def test_shard_keys_use_hash_tags() -> None:
     keys = HotkeysSettings(shards=4).shard_keys()
     assert keys == ["key:{0}", "key:{1}", "key:{2}", "key:{3}"]
-    assert [key_slot(k) for k in keys] == [key_slot(str(i)) for i in range(4)]
+    assert [key_slot(k.encode()) for k in keys] == [key_slot(str(i).encode()) for i in range(4)]
 
 
 def test_slot_owner_map() -> None:

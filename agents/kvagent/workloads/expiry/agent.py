@@ -75,7 +75,7 @@ class GeneratorSettings:
 
     def __post_init__(self) -> None:
         if self.count <= 0:
-            raise ConfigError(f"generator.count must be > 0, got {self.count}")
+            raise ConfigError("generator.count must be > 0")
         if self.rate < 0 or self.delay_ms < 0:
             raise ConfigError("generator.rate and generator.delay_ms must be >= 0")
         if self.rate > 0 and self.delay_ms > 0:
@@ -124,7 +124,7 @@ class WorkerSettings:
         if self.batch <= 0 or self.fetch_timeout_s <= 0 or self.ack_wait_s <= 0 or self.max_ack_pending <= 0:
             raise ConfigError("worker.batch, fetch_timeout_s, ack_wait_s and max_ack_pending must be > 0")
         if self.work_ms < 0:
-            raise ConfigError(f"worker.work_ms must be >= 0, got {self.work_ms}")
+            raise ConfigError("worker.work_ms must be >= 0")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from kvagent.clients.connect import REDIS_CONNECTION_ERRORS, Backoff, ConnectError, ConnectionTracker
 from kvagent.clients.targets import ClusterResolver, TargetSettings, close_quietly, cluster_client, node_client
@@ -27,7 +28,6 @@ from kvagent.service.evenness import evenness
 from kvagent.service.metrics import LatencyMetric
 from kvagent.service.pacing import Pacer, sleep_or_stop
 from kvagent.service.shell import AgentBase
-from kvagent.workloads.hotkeys.slots import key_slot
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +140,14 @@ class HotkeysAgent(AgentBase):
         await self._map_keys()
 
     async def _map_keys(self) -> None:
-        """Slot (ours, checked against CLUSTER KEYSLOT) and owning master of every key we drive."""
+        """Slot (redis-py's, the one its cluster client routes by; checked against CLUSTER KEYSLOT) and
+        owning master of every key we drive."""
         masters = await self.resolver.resolve()
         client = node_client(masters[0])
         try:
             ranges = slot_owner_map(await client.execute_command("CLUSTER", "SLOTS"))
             for key in [self.settings.hot_key, *self.settings.shard_keys()]:
-                slot = key_slot(key)
+                slot = key_slot(key.encode())
                 server_slot = int(await client.execute_command("CLUSTER", "KEYSLOT", key))
                 if server_slot != slot:
                     self.slot_mismatches += 1

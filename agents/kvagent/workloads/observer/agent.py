@@ -72,13 +72,13 @@ class WriterConfig:
 
     def __post_init__(self) -> None:
         if self.poll_after_write_us < 0:
-            raise ConfigError(f"poll_after_write_us must be >= 0, got {self.poll_after_write_us}")
+            raise ConfigError("poll_after_write_us must be >= 0")
         if self.rate <= 0:
-            raise ConfigError(f"rate must be > 0 writes/s, got {self.rate}")
+            raise ConfigError("rate must be > 0 writes/s")
         if self.payload_bytes < 0:
-            raise ConfigError(f"payload_bytes must be >= 0, got {self.payload_bytes}")
+            raise ConfigError("payload_bytes must be >= 0")
         if self.count < 0:
-            raise ConfigError(f"count must be >= 0, got {self.count}")
+            raise ConfigError("count must be >= 0")
 
 
 @dataclass
@@ -108,7 +108,8 @@ class ObserverConfig:
             ]
         names = [listener.name for listener in self.listeners]
         if len(set(names)) != len(names):
-            raise ConfigError(f"listener names must be unique, got {names}")
+            repeat = next(i for i, name in enumerate(names) if name in names[:i])
+            raise ConfigError(f"listener names must be unique: listeners[{repeat}] repeats an earlier name")
         if not self.writer.enabled and not self.listeners:
             raise ConfigError("nothing to do: writer disabled and no listeners")
         if self.clock_interval_s <= 0 or self.drain_s < 0:

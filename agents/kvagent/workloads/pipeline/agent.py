@@ -75,9 +75,9 @@ class ProducerSettings:
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
-            raise ConfigError(f"producer.rate must be > 0, got {self.rate}")
+            raise ConfigError("producer.rate must be > 0")
         if self.count < 0:
-            raise ConfigError(f"producer.count must be >= 0, got {self.count}")
+            raise ConfigError("producer.count must be >= 0")
         if self.amount_max < self.amount_min:
             raise ConfigError("producer.amount_max must be >= producer.amount_min")
         if self.publish_timeout_s <= 0:
@@ -114,7 +114,7 @@ class AggregatorSettings:
 
     def __post_init__(self) -> None:
         if not 0 <= self.listen_port < 65536:
-            raise ConfigError(f"aggregator.listen_port must be 0..65535, got {self.listen_port}")
+            raise ConfigError("aggregator.listen_port must be 0..65535")
         if self.window_s <= 0 or self.poll_s <= 0:
             raise ConfigError("aggregator.window_s and aggregator.poll_s must be > 0")
 

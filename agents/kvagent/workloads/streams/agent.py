@@ -30,7 +30,6 @@ from prometheus_client import Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from kvagent.clients.connect import (
@@ -41,8 +40,8 @@ from kvagent.clients.connect import (
     connect_redis,
     redis_kwargs,
 )
-from kvagent.clients.sentinel import SentinelSettings
-from kvagent.service.breaker import BreakerState, CircuitBreaker
+from kvagent.clients.sentinel import SentinelSettings, sentinel_manager
+from kvagent.service.breaker import BreakerState, CircuitBreaker, Permit
 from kvagent.service.config import ConfigError, RedisEndpoint, ServiceConfig
 from kvagent.service.httpserver import HttpServer, Request, Response
 from kvagent.service.metrics import LatencyMetric
@@ -92,7 +91,7 @@ class IngressConfig:
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
-            raise ConfigError(f"rate must be > 0 requests/s, got {self.rate}")
+            raise ConfigError("rate must be > 0 requests/s")
         if self.requests < 0 or self.retries < 0 or self.payload_bytes < 0:
             raise ConfigError("requests, retries and payload_bytes must be >= 0")
         if self.concurrency < 1 or self.timeout_s <= 0:
@@ -100,7 +99,7 @@ class IngressConfig:
         if not 0 < self.backoff_base_s <= self.backoff_cap_s:
             raise ConfigError("need 0 < backoff_base_s <= backoff_cap_s")
         if not 0 <= self.http_port < 65536:
-            raise ConfigError(f"http_port must be 0..65535, got {self.http_port}")
+            raise ConfigError("http_port must be 0..65535")
 
 
 @dataclass
@@ -158,18 +157,10 @@ def _client(config: StreamsConfig) -> aioredis.Redis:
         return aioredis.Redis(**kwargs)
     for address_key in ("host", "port"):
         del kwargs[address_key]
-    first = config.sentinel.sentinels[0]
-    sentinel = Sentinel(
-        [(s.host, s.port) for s in config.sentinel.sentinels],
-        sentinel_kwargs={
-            "username": first.username,
-            "password": first.password,
-            "ssl": first.tls,
-            "socket_timeout": 2.0,
-            "socket_connect_timeout": 2.0,
-        },
-    )
-    return sentinel.master_for(config.sentinel.master_name, redis_class=aioredis.Redis, **kwargs)
+    # redis-py's SentinelConnectionPool: each new connection asks the Sentinels for the master, and a
+    # connection to a master that became a replica is dropped on its first READONLY reply.
+    manager = sentinel_manager(config.sentinel.sentinels)
+    return manager.master_for(config.sentinel.master_name, redis_class=aioredis.Redis, **kwargs)
 
 
 class StreamsAgent(AgentBase):
@@ -325,6 +316,8 @@ class StreamsAgent(AgentBase):
         backoff = Backoff(ing.backoff_base_s, ing.backoff_cap_s)
         started = time.perf_counter_ns()
         attempts = 0
+        # The permit of the latest attempt sent: its outcome is what the breaker hears about.
+        permit: Permit | None = None
         try:
             for attempt in range(ing.retries + 1):
                 if attempt:
@@ -332,11 +325,13 @@ class StreamsAgent(AgentBase):
                     await asyncio.sleep(backoff.next_delay())
                 if fut.done():
                     break
-                if not self.breaker.allow():
+                allowed = self.breaker.allow()
+                if allowed is None:
                     if attempt == 0:
                         self.c["rejected"] += 1
                         return Outcome("rejected", corr, 0)
                     continue
+                permit = allowed
                 attempts += 1
                 try:
                     await client.xadd(
@@ -355,17 +350,17 @@ class StreamsAgent(AgentBase):
                 except REDIS_CONNECTION_ERRORS:
                     self.c["send_errors"] += 1
                     self.tracker.down()
-                    self.breaker.record_failure()
+                    self.breaker.record_failure(permit)
                     continue
                 except redis.RedisError:
                     self.c["send_errors"] += 1
-                    self.breaker.record_failure()
+                    self.breaker.record_failure(permit)
                     continue
                 try:
                     await asyncio.wait_for(asyncio.shield(fut), ing.timeout_s)
                 except TimeoutError:
                     self.c["timed_out"] += 1
-                    self.breaker.record_failure()
+                    self.breaker.record_failure(permit)
                     continue
                 break
             if fut.done() and not fut.cancelled():
@@ -373,7 +368,8 @@ class StreamsAgent(AgentBase):
                 rtt_us = (time.perf_counter_ns() - started) // 1000
                 self.rtt.record_us(rtt_us)
                 self.c["completed"] += 1
-                self.breaker.record_success()
+                if permit is not None:
+                    self.breaker.record_success(permit)
                 return Outcome("ok", corr, attempts, rtt_us, response.get(b"worker", b"").decode())
             self.c["lost"] += 1
             return Outcome("lost", corr, attempts)
