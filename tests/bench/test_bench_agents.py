@@ -1,12 +1,13 @@
-"""Agent benchmarks (`make bench`): observer latency against redis-benchmark, and each agent's RSS.
+"""Agent benchmarks (`make bench`): observer latency against the bare path, our RESP client against
+redis.asyncio, and each agent's RSS.
 
-All figures come from one pytest run on this host, side by side: redis-benchmark's own GET p50 is
-measured against the same server right before and after the observer runs, with the same placement
-(server on one CPU, clients on another; see Placement). Two more references frame the observer: a
-paced GET from a minimal blocking client, and the observer's own path (SET -> keyspace notification)
-written bare in a few lines of uvloop, which is the floor any agent code can reach on this host.
-Printed lines start with "BENCH" (run with -s to see them).
-"""
+All figures come from one pytest run on this host, side by side, with the same placement (server on one
+CPU, clients on another; see Placement). The observer is judged against its own path (SET -> keyspace
+notification) written bare in a few lines of uvloop, measured right before and after it: the floor any
+agent code can reach on this host. redis-benchmark's GET p50 and a paced GET from a minimal blocking client
+are printed beside it as references. kvagent.clients.resp is measured against redis.asyncio on that same
+path. Printed lines start with "BENCH" (run with -s to see them). Library-or-our-own figures that need
+extra packages (aiohttp, pydantic, msgspec) come from tests/bench/compare_libraries.py."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import io
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +30,7 @@ import pytest
 import uvloop
 
 from tests.support.agentproc import AgentProcess  # noqa: E402
+from tests.support.binaries import require  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     NatsServer,
     RedisServer,
@@ -96,9 +99,7 @@ def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def redis_srv(bench_dir: Path, placement: Placement) -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
+    binary = require(shutil.which("redis-server"), "redis-server")
     server = RedisServer(binary, bench_dir / "redis")
     server.argv = placement.server_argv(server.argv)
     server.start()
@@ -108,9 +109,7 @@ def redis_srv(bench_dir: Path, placement: Placement) -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="module")
 def nats_srv(bench_dir: Path) -> Iterator[NatsServer]:
-    binary = nats_server_binary()
-    if binary is None:
-        pytest.skip("nats-server is not installed")
+    binary = require(nats_server_binary(), "nats-server")
     server = NatsServer(binary, bench_dir / "nats")
     server.start()
     yield server
@@ -118,9 +117,7 @@ def nats_srv(bench_dir: Path) -> Iterator[NatsServer]:
 
 
 def redis_benchmark_get_p50_us(port: int, placement: Placement, requests: int = 50_000) -> float:
-    tool = shutil.which("redis-benchmark")
-    if tool is None:
-        pytest.skip("redis-benchmark is not installed")
+    tool = require(shutil.which("redis-benchmark"), "redis-benchmark")
     out = subprocess.run(
         placement.client_argv(
             [tool, "-h", "127.0.0.1", "-p", str(port), "-c", "1", "-t", "get", "-n", str(requests), "--csv"]
@@ -185,10 +182,13 @@ async def _bare_notify_path(port: int, rate: int, seconds: float) -> list[int]:
     samples: list[int] = []
     stamp = 0
     reply: asyncio.Future[Any] = loop.create_future()
+    subscribed: asyncio.Future[Any] = loop.create_future()
 
     def on_notification(message: Any, now: int) -> None:
         if isinstance(message, list) and message[0] == b"message":
             samples.append(now - stamp)
+        elif not subscribed.done():
+            subscribed.set_result(message)
 
     def on_write_reply(message: Any, now: int) -> None:
         if not reply.done():
@@ -200,7 +200,8 @@ async def _bare_notify_path(port: int, rate: int, seconds: float) -> list[int]:
     writer.transport.write(hiredis.pack_command((b"CONFIG", b"SET", b"notify-keyspace-events", b"K$")))
     await asyncio.wait_for(reply, 5)
     listener.transport.write(hiredis.pack_command((b"SUBSCRIBE", b"__keyspace@0__:" + key)))
-    await asyncio.sleep(0.2)
+    ack = await asyncio.wait_for(subscribed, 5)  # the confirmation: every later notification is ours
+    assert ack[0] == b"subscribe", ack
     next_t = time.monotonic()
     for seq in range(int(rate * seconds)):
         delay = next_t - time.monotonic()
@@ -209,7 +210,11 @@ async def _bare_notify_path(port: int, rate: int, seconds: float) -> list[int]:
         reply = loop.create_future()
         stamp = time.time_ns()
         writer.transport.write(hiredis.pack_command((b"SET", key, b"%d" % seq)))
+        # poll like the observer's poll mode, but never longer than a second per write
+        give_up = time.monotonic() + 1.0
         while not reply.done():
+            if time.monotonic() > give_up:
+                raise AssertionError(f"bare path: no reply to SET #{seq} within 1 s (redis-server stalled?)")
             await asyncio.sleep(0)
         next_t += 1 / rate
     listener.transport.close()
@@ -220,6 +225,127 @@ async def _bare_notify_path(port: int, rate: int, seconds: float) -> list[int]:
 def bare_notify_one_way_us(port: int, rate: int = OBSERVER_RATE, seconds: float = 3.0) -> tuple[float, float]:
     samples = sorted(uvloop.run(_bare_notify_path(port, rate, seconds)))
     return samples[len(samples) // 2] / 1000, samples[int(len(samples) * 0.99)] / 1000
+
+
+CLIENT_ROUNDS = 3
+CLIENT_PACED_S = 2.0
+CLIENT_CLOSED_S = 1.0
+
+
+class _PathRun:
+    """One client's share of the client comparison: the stamp of the write in flight and what came back."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stamp = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.samples: list[int] = []
+
+    def notified(self, received_ns: int) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.samples.append(received_ns - self.stamp)
+            self.waiter.set_result(None)
+
+    async def block(
+        self, write: Callable[[int], Any], rate: int, paced_s: float, closed_s: float
+    ) -> tuple[list[int], float]:
+        """(one-way samples at `rate`, then closed-loop round trips per second for `closed_s`).
+
+        Every write waits for its notification (at most 1 s) before the next one, in both phases."""
+        loop = asyncio.get_running_loop()
+
+        async def one(seq: int) -> None:
+            self.waiter = loop.create_future()
+            self.stamp = time.time_ns()
+            await write(self.stamp)
+            try:
+                await asyncio.wait_for(self.waiter, 1.0)
+            except TimeoutError:
+                raise AssertionError(f"{self.name}: no keyspace notification for write #{seq} within 1 s") from None
+
+        self.samples = []
+        next_t = time.monotonic()
+        for seq in range(int(rate * paced_s)):
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await one(seq)
+            next_t += 1 / rate
+        paced, self.samples = self.samples, []
+        ops, start = 0, time.perf_counter()
+        while time.perf_counter() - start < closed_s:  # bounded in time; each pass bounded by one()
+            await one(ops)
+            ops += 1
+        return paced, ops / (time.perf_counter() - start)
+
+
+async def _compare_clients(port: int, rate: int) -> dict[str, dict[str, Any]]:
+    """The observer's path (SET of a stamped value -> keyspace notification to a listener) with kvagent's
+    RespConnection and with redis.asyncio (hiredis parser), in alternating blocks on one loop, same server.
+
+    RespConnection stamps arrival in data_received (as the observer does); redis.asyncio's listener stamps
+    when `pubsub.listen()` yields the message: each client's own path from socket to the listener's code."""
+    import redis.asyncio as aioredis
+    from kvagent.clients.resp import RespConnection
+    from kvagent.service.config import RedisEndpoint
+
+    loop = asyncio.get_running_loop()
+    runs = {"resp": _PathRun("RespConnection"), "redis.asyncio": _PathRun("redis.asyncio")}
+    keys = {"resp": "bench:client:resp", "redis.asyncio": "bench:client:redispy"}
+    endpoint = RedisEndpoint("127.0.0.1", port)
+
+    resp_writer = await RespConnection.open(endpoint)
+    await resp_writer.execute(b"CONFIG", b"SET", b"notify-keyspace-events", b"K$")
+    resp_sub = await RespConnection.open(endpoint, on_push=lambda _reply, t: runs["resp"].notified(t))
+    await resp_sub.subscribe(f"__keyspace@0__:{keys['resp']}")
+
+    client = aioredis.Redis(host="127.0.0.1", port=port, protocol=2)
+    pubsub = client.pubsub()
+    subscribed: asyncio.Future[None] = loop.create_future()
+
+    async def listen() -> None:
+        async for message in pubsub.listen():
+            now = time.time_ns()
+            if message["type"] == "message":
+                runs["redis.asyncio"].notified(now)
+            elif message["type"] == "subscribe" and not subscribed.done():
+                subscribed.set_result(None)
+
+    await pubsub.subscribe(f"__keyspace@0__:{keys['redis.asyncio']}")
+    listener = asyncio.create_task(listen())
+    await asyncio.wait_for(subscribed, 5)
+
+    async def resp_write(stamp: int) -> None:
+        await resp_writer.execute(b"SET", keys["resp"], stamp)
+
+    async def redis_write(stamp: int) -> None:
+        await client.set(keys["redis.asyncio"], stamp)
+
+    writes = {"resp": resp_write, "redis.asyncio": redis_write}
+    results: dict[str, dict[str, Any]] = {name: {"samples": [], "rounds": []} for name in runs}
+    try:
+        for name in runs:  # warm-up, not recorded
+            await runs[name].block(writes[name], rate, 0.3, 0.0)
+        for rnd in range(CLIENT_ROUNDS):
+            order = list(runs) if rnd % 2 == 0 else list(runs)[::-1]
+            for name in order:
+                paced, ops = await runs[name].block(writes[name], rate, CLIENT_PACED_S, CLIENT_CLOSED_S)
+                results[name]["samples"].extend(paced)
+                results[name]["rounds"].append((_pct_us(paced, 0.5), _pct_us(paced, 0.99), ops))
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        await pubsub.aclose()
+        await client.aclose()
+        resp_writer.close()
+        resp_sub.close()
+    return results
+
+
+def _pct_us(samples_ns: list[int], q: float) -> float:
+    ordered = sorted(samples_ns)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] / 1000
 
 
 def _observer_run(
@@ -263,15 +389,19 @@ def _observer_run(
     return summary
 
 
-def test_observer_one_way_latency_vs_redis_benchmark(
-    redis_srv: RedisServer, bench_dir: Path, placement: Placement
-) -> None:
-    """The asyncio listener alone (the measurement path), blocking and polling, between two references.
+OBSERVER_VS_BARE_LIMIT = 1.2
 
-    redis-benchmark keeps client and server busy back to back; the observer writes every 1 ms and, by
-    default, sleeps in epoll in between, so each notification also pays a wake-up (large in a VM).
-    poll_after_write_us takes the observer's own wake-up out; the target is checked on that mode and
-    the blocking figure is printed beside it.
+
+def test_observer_one_way_latency_vs_bare_path(redis_srv: RedisServer, bench_dir: Path, placement: Placement) -> None:
+    """The asyncio listener alone (the measurement path), blocking and polling, judged against the bare path.
+
+    The bare path (the same SET -> keyspace notification in a few lines of uvloop + hiredis, no agent code) is
+    measured right before and right after the observer, in this run, with the same placement: the observer's
+    polling one-way p50 must stay within OBSERVER_VS_BARE_LIMIT of the quieter of the two. redis-benchmark's
+    GET p50 (client and server busy back to back) and a paced GET stay printed as references. The observer
+    writes every 1 ms and, by default, sleeps in epoll in between, so each notification also pays a wake-up
+    (large in a VM); poll_after_write_us takes the observer's own wake-up out, as the bare path does, so the
+    judgement is on that mode and the blocking figure is printed beside it.
     """
     endpoint = redis_srv.endpoint()
     listeners = [{"name": "async", "mode": "async", "endpoint": endpoint}]
@@ -279,11 +409,14 @@ def test_observer_one_way_latency_vs_redis_benchmark(
     before = redis_benchmark_get_p50_us(redis_srv.port, placement)
     with placement.as_client():
         paced, paced_p99 = paced_get_us(redis_srv.port)
-        bare, bare_p99 = bare_notify_one_way_us(redis_srv.port)
+        bare_before, bare_before_p99 = bare_notify_one_way_us(redis_srv.port)
     blocking = _observer_run(redis_srv, bench_dir, listeners, "obs-block", cpus=cpus)
     polling = _observer_run(redis_srv, bench_dir, listeners, "obs-poll", poll_us=OBSERVER_POLL_US, cpus=cpus)
+    with placement.as_client():
+        bare_after, bare_after_p99 = bare_notify_one_way_us(redis_srv.port)
     after = redis_benchmark_get_p50_us(redis_srv.port, placement)
     ref = min(before, after)  # the quieter of the two reference runs around the measurements
+    bare = min(bare_before, bare_after)  # the same for the floor the observer is judged against
     print(f"\nBENCH {placement.describe()}")
     print(f"BENCH redis-benchmark -c 1 -t get p50: {before:.0f} us before, {after:.0f} us after")
     print(
@@ -292,15 +425,16 @@ def test_observer_one_way_latency_vs_redis_benchmark(
     )
     print(
         f"BENCH bare SET -> keyspace notification path (uvloop, polling, no agent code, {OBSERVER_RATE}/s) "
-        f"one-way p50: {bare:.0f} us (x{bare / ref:.2f}), p99 {bare_p99:.0f} us"
+        f"one-way p50: {bare_before:.0f} us before, {bare_after:.0f} us after (x{bare / ref:.2f} of "
+        f"redis-benchmark), p99 {bare_before_p99:.0f} / {bare_after_p99:.0f} us"
     )
     for label, run in (("blocking", blocking), (f"poll {OBSERVER_POLL_US} us", polling)):
         lst = run["listeners"]["async"]
         one_way = lst["notify_latency"]
         print(
             f"BENCH observer async listener, {label}, @ {OBSERVER_RATE}/s x {OBSERVER_SECONDS} s: one-way p50 "
-            f"{one_way['p50_us']} us (x{one_way['p50_us'] / ref:.2f} of redis-benchmark, "
-            f"x{one_way['p50_us'] / paced:.2f} of the paced GET, x{one_way['p50_us'] / bare:.2f} of the bare path), "
+            f"{one_way['p50_us']} us (x{one_way['p50_us'] / bare:.2f} of the bare path, "
+            f"x{one_way['p50_us'] / ref:.2f} of redis-benchmark, x{one_way['p50_us'] / paced:.2f} of the paced GET), "
             f"p99 {one_way['p99_us']} us, "
             f"p99.9 {one_way['p999_us']} us; read p50 {lst['read_latency']['p50_us']} us, rtt p50 "
             f"{lst['rtt']['p50_us']} us; coalesced {lst['coalesced']} missed {lst['missed']}; "
@@ -309,10 +443,51 @@ def test_observer_one_way_latency_vs_redis_benchmark(
         assert lst["missed"] == 0 and lst["duplicates"] == 0, label
         assert one_way["count"] == OBSERVER_RATE * OBSERVER_SECONDS, label
         assert run["rss_bytes_measured"] <= RSS_LIMIT_MB * 2**20, label
-    one_way = polling["listeners"]["async"]["notify_latency"]
-    p50, p99 = one_way["p50_us"], one_way["p99_us"]
-    assert p50 <= 2 * ref, f"one-way p50 {p50} us > 2 x redis-benchmark GET p50 {ref:.0f} us"
-    assert p99 < 1000, f"one-way p99 {p99} us >= 1 ms"
+    p50 = polling["listeners"]["async"]["notify_latency"]["p50_us"]
+    print(
+        f"BENCH observer (poll) / bare path one-way p50: x{p50 / bare:.2f} (limit x{OBSERVER_VS_BARE_LIMIT}); "
+        f"observer / redis-benchmark GET p50: x{p50 / ref:.2f} (reference)"
+    )
+    assert p50 <= OBSERVER_VS_BARE_LIMIT * bare, (
+        f"observer one-way p50 {p50} us > {OBSERVER_VS_BARE_LIMIT} x the bare path's {bare:.0f} us "
+        f"(before {bare_before:.0f}, after {bare_after:.0f} us)"
+    )
+
+
+def test_resp_connection_vs_redis_asyncio_on_the_observer_path(redis_srv: RedisServer, placement: Placement) -> None:
+    """kvagent.clients.resp earns its place only if it beats redis.asyncio (hiredis) on the observer's path.
+
+    Same process, same loop (uvloop), same server, same placement, alternating blocks (see _compare_clients):
+    one-way latency of SET -> keyspace notification at the observer's rate, and closed-loop round trips/s.
+    """
+    import redis.utils
+
+    with placement.as_client():
+        results = uvloop.run(_compare_clients(redis_srv.port, OBSERVER_RATE))
+    resp, redispy = results["resp"], results["redis.asyncio"]
+    print(f"\nBENCH {placement.describe()}; redis-py hiredis parser: {redis.utils.HIREDIS_AVAILABLE}")
+    for name, res in results.items():
+        ops = [r[2] for r in res["rounds"]]
+        print(
+            f"BENCH client {name:13s} SET -> notification @ {OBSERVER_RATE}/s, "
+            f"{CLIENT_ROUNDS} x {CLIENT_PACED_S:.0f} s: "
+            f"one-way p50 {_pct_us(res['samples'], 0.5):.0f} us p99 {_pct_us(res['samples'], 0.99):.0f} us; "
+            f"closed loop {statistics.median(ops):.0f} round trips/s (rounds "
+            f"{', '.join(f'{o:.0f}' for o in ops)})"
+        )
+    p50_ratios = [b[0] / a[0] for a, b in zip(resp["rounds"], redispy["rounds"], strict=True)]
+    p99_ratios = [b[1] / a[1] for a, b in zip(resp["rounds"], redispy["rounds"], strict=True)]
+    ops_ratios = [a[2] / b[2] for a, b in zip(resp["rounds"], redispy["rounds"], strict=True)]
+    p50_all = _pct_us(redispy["samples"], 0.5) / _pct_us(resp["samples"], 0.5)
+    print(
+        f"BENCH client redis.asyncio / RespConnection: one-way p50 x{p50_all:.2f} (rounds "
+        f"{', '.join(f'x{r:.2f}' for r in p50_ratios)}), p99 rounds {', '.join(f'x{r:.2f}' for r in p99_ratios)}; "
+        f"RespConnection / redis.asyncio throughput rounds {', '.join(f'x{r:.2f}' for r in ops_ratios)}"
+    )
+    assert all(r > 1.0 for r in p50_ratios), (
+        f"RespConnection did not beat redis.asyncio's one-way p50 in every round ({p50_ratios}): "
+        "kvagent/clients/resp.py no longer earns its place on the observer's path"
+    )
 
 
 def test_observer_sync_and_async_listeners_together(
@@ -337,9 +512,7 @@ def test_observer_sync_and_async_listeners_together(
 
 @pytest.fixture(scope="module")
 def cluster_nodes(bench_dir: Path) -> Iterator[list[dict[str, Any]]]:
-    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if binary is None or cli is None:
-        pytest.skip("redis-server/redis-cli are not installed")
+    binary, cli = require(shutil.which("redis-server"), "redis-server"), require(shutil.which("redis-cli"), "redis-cli")
     cluster = build_redis_cluster(binary, cli, bench_dir / "cluster")
     yield cluster.startup_nodes()
     cluster.stop()
@@ -417,20 +590,18 @@ KIND_NAMES = [
 def test_agent_rss_under_load(
     name: str, redis_srv: RedisServer, nats_srv: NatsServer, bench_dir: Path, request: pytest.FixtureRequest
 ) -> None:
-    from kvagent.main import UnknownKindError, resolve_kind
+    from kvagent.main import resolve_kind
 
     cluster = request.getfixturevalue("cluster_nodes") if name == "hotkeys" else None
     kind, config, seconds = _kind_configs(redis_srv, nats_srv, cluster)[name]
-    try:
-        resolve_kind(kind)
-    except UnknownKindError as exc:
-        pytest.skip(f"{name}: {exc}")
+    resolve_kind(kind)  # an unknown or missing kind fails here (UnknownKindError), it is not skipped
     agent = AgentProcess(kind, config, bench_dir / name, name=name)
     try:
         try:
             agent.start()
         except (RuntimeError, TimeoutError) as exc:
-            pytest.skip(f"{name} did not start with the bench config: {str(exc).splitlines()[0]}")
+            # a benchmark that cannot start its agent has measured nothing: that is a failure, not a skip
+            pytest.fail(f"{name} did not start with the bench config: {exc}", pytrace=False)
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             agent.sample_rss()

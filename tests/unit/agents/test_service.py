@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import signal
@@ -44,6 +45,7 @@ class DummyAgent(AgentBase):
         self.latency.record_us(123)
         for path in ("/healthz", "/metrics", "/hdr", "/nope"):
             self.seen[path] = await asyncio.to_thread(_get, self.port, path)
+        self.seen["keep-alive"] = await asyncio.to_thread(_head_then_get, self.port)
         os.kill(os.getpid(), signal.SIGTERM)  # the way systemd stops it
         await stop.wait()
         self.flushed = True
@@ -63,6 +65,21 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def _head_then_get(port: int) -> list[tuple[int, int, str | None]]:
+    """HEAD /metrics then GET /healthz on one connection: (status, body length, Connection header) each."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    seen = []
+    try:
+        for method, path in (("HEAD", "/metrics"), ("GET", "/healthz")):
+            conn.request(method, path)
+            resp = conn.getresponse()
+            seen.append((resp.status, len(resp.read()), resp.getheader("Connection")))
+        assert conn.sock is not None, "the server closed a keep-alive connection"
+    finally:
+        conn.close()
+    return seen
+
+
 def test_run_agent_serves_endpoints_and_dumps_on_sigterm(tmp_path: Path) -> None:
     port = _free_port()
     dump = tmp_path / "out" / "dump.json"
@@ -78,6 +95,7 @@ def test_run_agent_serves_endpoints_and_dumps_on_sigterm(tmp_path: Path) -> None
     hdr = json.loads(agent.seen["/hdr"][1])
     assert hdr["summary"]["count"] == 1 and "kvt_dummy_latency" in hdr["histograms"]
     assert agent.seen["/nope"][0] == 404
+    assert agent.seen["keep-alive"] == [(200, 0, "keep-alive"), (200, len(agent.seen["/healthz"][1]), "keep-alive")]
     final = json.loads(dump.read_text())
     assert final["summary"] == {"flushed": True, "count": 1}
     assert final["started"] <= final["stopped"] and final["histograms"]["kvt_dummy_latency"][""]
