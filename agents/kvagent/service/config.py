@@ -8,6 +8,12 @@ file and the dotted key, so an operator sees at once what to fix (the agent then
 Messages never repeat a value from the file or the environment, only its type: the line goes to
 stderr and the journal, and a mistyped ``password`` or token would otherwise be written there. The
 expected type or the constraint (``must be > 0``) is what tells the operator what to fix.
+
+Why our own walker and not pydantic or msgspec: measured VmRSS after importing what one agent imports
+(``python -m tests.bench.compare_libraries imports``, 5 fresh interpreters each, spread <= 0.2 MB): streams
+36.7 MB alone, +7.8 MB with pydantic 2.14, +0.8 MB with msgspec 0.23 (expiry: 38.1, +8.0, +1.6). Pydantic costs
+~40 % of the agents' headroom under the 60 MB limit; msgspec is cheap but would only replace this walker (the
+``KVT_*`` overrides and the error format stay ours), so it buys no measured gain for a new dependency.
 """
 
 from __future__ import annotations
