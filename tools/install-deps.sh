@@ -14,7 +14,7 @@ backports=/etc/apt/sources.list.d/kvtestbed-backports.sources
 if ! dpkg-query -W -f='${Status}' valkey-server 2>/dev/null | grep -q 'install ok installed'; then
   missing+=(valkey-server)
   if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    mirror=$(python3 "$(dirname "$0")/../roles/lab/module_utils/lab_debian_mirror.py")
+    mirror=$(python3 "$(dirname "$0")/../src/kvtestbed/lab/debian_mirror.py")
     printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
       "$mirror" > "$backports"
   fi

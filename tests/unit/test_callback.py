@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import importlib.util
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
 
-from tests.support.repo_modules import load_module
+ROOT = Path(__file__).resolve().parents[2]
 
-callback = load_module("plugins/callback/kvtestbed.py", "kvtestbed_callback")
+
+def load_plugin(relative: str, name: str) -> ModuleType:
+    """Ansible finds callback plugins by path (ansible.cfg's callback_plugins), so the test loads it the same way."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / relative)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+callback = load_plugin("plugins/callback/kvtestbed.py", "kvtestbed_callback")
 
 
 def result(**res):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
-from tests.support.repo_modules import load_module
+import pytest
 
-mirror = load_module("roles/lab/module_utils/lab_debian_mirror.py", "lab_debian_mirror")
+from kvtestbed.lab import debian_mirror as mirror
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, name: str, text: str) -> None:
@@ -38,3 +42,20 @@ def test_disabled_and_foreign_sources_are_ignored(tmp_path):
     write(tmp_path, "sources.list.d/b.list", "deb https://packages.example/apt stable main\n")
     assert mirror.find_mirror("archive", str(tmp_path)) is None
     assert mirror.main(["--apt-dir", str(tmp_path)]) == 2
+
+
+def test_runs_as_a_script_with_the_system_python(tmp_path):
+    """tools/install-deps.sh runs it before the venv exists: the system python3, the standard library only."""
+    system_python = shutil.which("python3", path="/usr/bin:/bin")
+    if system_python is None:
+        pytest.skip("no system python3")
+    write(tmp_path, "sources.list", "deb http://local.example/debian bookworm main\n")
+    # as install-deps.sh runs it: no venv, no PYTHONPATH, the script's own directory first on sys.path
+    env = {"PATH": "/usr/bin:/bin"}
+    script = str(ROOT / "src/kvtestbed/lab/debian_mirror.py")
+    proc = subprocess.run([system_python, script, "--apt-dir", str(tmp_path)], capture_output=True, text=True,
+                          timeout=30, env=env)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "http://local.example/debian\n", "")
+    missing = subprocess.run([system_python, script, "--apt-dir", str(tmp_path / "none")], capture_output=True,
+                             text=True, timeout=30, env=env)
+    assert missing.returncode == 2 and len(missing.stderr.splitlines()) == 1, missing.stderr

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.repo_modules import load_module
+from kvtestbed.lab import plan as lab_plan
 
-lab_plan = load_module("roles/lab/library/lab_plan.py", "lab_plan")
 PROFILES = {"pi4b": {"memory_mb": 4096, "cpu_quota_percent": 100, "link_mbit": 1000, "emulates": "aarch64"},
             "pc": {"memory_mb": 8192, "cpu_quota_percent": 200, "link_mbit": 1000}}
 SUBNET = "198.18.0.0/24"
@@ -55,6 +54,8 @@ def test_not_root():
 
 @pytest.mark.parametrize(("subnet", "gateway", "expected"), [
     ("198.18.0.0/33", "", "is not a network in CIDR form"),
+    ("2001:db8::/64", "", "must be an IPv4 network"),
+    (SUBNET, "banana", "lab_gateway 'banana' is not an IPv4 address"),
     ("198.18.0.5/24", "", "is not a network in CIDR form"),
     ("198.18.0.0/30", "", "/29 or larger"),
     (SUBNET, "198.19.0.1", "lab_gateway 198.19.0.1 is outside lab_subnet"),

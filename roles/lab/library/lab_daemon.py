@@ -1,15 +1,24 @@
 #!/usr/bin/python
-"""A helper daemon of the lab on the controller, tracked by PID file (started once, stopped on down)."""
+"""Ansible wrapper of kvtestbed.lab.daemon: a controller-side helper daemon of the lab, tracked by PID file."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
+import sys
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from kvtestbed.lab.daemon import Daemon, ensure_started, stop
+    from kvtestbed.lab.runtime import LabError
+except ImportError:  # the lab's plays run the controller's venv python, where kvtestbed is installed
+    Daemon = None
 
 DOCUMENTATION = r"""
 module: lab_daemon
 short_description: Start or stop a detached controller-side daemon tracked by a PID file
+description:
+  - Runs kvtestbed.lab.daemon, so it needs the controller's python (ansible_python_interpreter set to
+    ansible_playbook_python).
 options:
   argv: {type: list, elements: str, default: [], description: Command (it must not fork when told so).}
   pidfile: {type: path, required: true, description: PID file the module writes.}
@@ -20,11 +29,11 @@ options:
   state: {type: str, choices: [started, stopped], default: started, description: Wanted state.}
 """
 
+NO_KVTESTBED = ("kvtestbed is not importable by %s: run the lab's plays with "
+                "ansible_python_interpreter set to ansible_playbook_python (the project's venv)")
+
 
 def main():
-    from ansible.module_utils.basic import AnsibleModule
-    from ansible.module_utils.lab_runtime import pid_alive, read_pid, terminate, write_if_changed
-
     module = AnsibleModule(argument_spec=dict(
         argv=dict(type="list", elements="str", default=[]),
         pidfile=dict(type="path", required=True),
@@ -34,31 +43,18 @@ def main():
         log=dict(type="path", default="/dev/null"),
         state=dict(type="str", choices=["started", "stopped"], default="started"),
     ))
+    if Daemon is None:
+        module.fail_json(msg=NO_KVTESTBED % sys.executable)
     p = module.params
-    pid = read_pid(p["pidfile"])
-    alive = pid_alive(pid, p["needle"])
-    if p["state"] == "stopped":
-        if alive and not terminate(pid, p["needle"], timeout=5.0):
-            module.fail_json(msg="lab daemon %s (pid %d) did not stop" % (p["needle"], pid))
-        if os.path.exists(p["pidfile"]):
-            os.remove(p["pidfile"])
-        module.exit_json(changed=alive)
-    config_changed = bool(p["config_path"]) and write_if_changed(p["config_path"], p["config"])
-    if alive and config_changed and not terminate(pid, p["needle"], timeout=5.0):
-        module.fail_json(msg="lab daemon %s (pid %d) did not stop for its new config" % (p["needle"], pid))
-    if alive and not config_changed:
-        module.exit_json(changed=False, pid=pid)
-    if not p["argv"]:
-        module.fail_json(msg="lab_daemon: argv is required to start {}".format(p["needle"]))
-    with open(p["log"], "ab") as log:
-        proc = subprocess.Popen(p["argv"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
-    time.sleep(0.3)
-    if proc.poll() is not None:
-        module.fail_json(msg="lab daemon %s exited at start (rc=%d); see %s" % (p["needle"], proc.returncode, p["log"]))
-    with open(p["pidfile"], "w") as handle:
-        handle.write("%d\n" % proc.pid)
-    module.exit_json(changed=True, pid=proc.pid)
+    daemon = Daemon(pidfile=p["pidfile"], needle=p["needle"], argv=p["argv"], config=p["config"],
+                    config_path=p["config_path"], log=p["log"])
+    try:
+        if p["state"] == "stopped":
+            module.exit_json(changed=stop(daemon))
+        changed, pid = ensure_started(daemon)
+    except (LabError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=changed, pid=pid)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,24 @@
 #!/usr/bin/python
-"""Build the lab's Debian base image with debootstrap once, and again only when its recipe changes."""
+"""Ansible wrapper of kvtestbed.lab.image: the cached Debian base image of the lab hosts."""
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
-import os
-import subprocess
-import time
+import sys
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from kvtestbed.lab.image import Recipe, ensure_image, read_trust_bundle, resolve_mirrors
+    from kvtestbed.lab.runtime import LabError
+except ImportError:  # the lab's plays run the controller's venv python, where kvtestbed is installed
+    ensure_image = None
 
 DOCUMENTATION = r"""
 module: lab_image
 short_description: Cached debootstrap root for lab hosts, keyed by a hash of its recipe
+description:
+  - Runs kvtestbed.lab.image, so it needs the controller's python (ansible_python_interpreter set to
+    ansible_playbook_python).
 options:
   cache_dir: {type: path, required: true, description: Where images live.}
   suite: {type: str, default: bookworm, description: Debian suite.}
@@ -29,93 +35,11 @@ id: {description: The recipe hash that names the image., returned: always, type:
 build_seconds: {description: Seconds the build took (0 when cached)., returned: always, type: float}
 """
 
-
-def recipe_id(suite, mirror, security_mirror, packages, setup, trust=""):
-    recipe = json.dumps({"suite": suite, "mirror": mirror, "security": security_mirror,
-                         "packages": sorted(packages), "setup": setup,
-                         "trust": hashlib.sha256(trust.encode()).hexdigest() if trust else ""}, sort_keys=True)
-    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
-
-
-PEM_END = "-----END CERTIFICATE-----"
-
-
-def pem_blocks(text):
-    blocks = []
-    for chunk in text.split(PEM_END)[:-1]:
-        start = chunk.find("-----BEGIN CERTIFICATE-----")
-        if start >= 0:
-            blocks.append(chunk[start:].strip() + "\n" + PEM_END + "\n")
-    return blocks
-
-
-def add_controller_trust(root, bundle_text, run):
-    """Trust in the image what the controller trusts beyond Debian's own list (proxies, company CAs)."""
-    with open(os.path.join(root, "etc/ssl/certs/ca-certificates.crt")) as handle:
-        known = {block.strip() for block in pem_blocks(handle.read())}
-    extra = [block for block in pem_blocks(bundle_text) if block.strip() not in known]
-    target = os.path.join(root, "usr/local/share/ca-certificates")
-    os.makedirs(target, exist_ok=True)
-    for index, block in enumerate(extra):
-        with open(os.path.join(target, "kvtestbed-controller-%d.crt" % index), "w") as handle:
-            handle.write(block)
-    if extra:
-        run(["chroot", root, "update-ca-certificates"])
-    return len(extra)
-
-
-def _unmount_below(path):
-    from ansible.module_utils.lab_runtime import mounts_below, run
-
-    for point in mounts_below(path):
-        run(["umount", "-l", point], check=False)
-
-
-def _in_use(path):
-    needle = f"lowerdir={os.path.realpath(path)}"
-    with open("/proc/self/mountinfo") as handle:
-        return any(needle in line for line in handle)
-
-
-def _remove_tree(path):
-    # a killed debootstrap leaves /proc and /sys of the host mounted inside: never delete through them
-    _unmount_below(path)
-    subprocess.run(["rm", "-rf", "--one-file-system", path], check=False)
-
-
-def build(module, target, params):
-    from ansible.module_utils.lab_runtime import run
-
-    staging = "%s.build-%d" % (target, os.getpid())
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    try:
-        run(["debootstrap", "--variant=minbase", "--include=" + ",".join(params["packages"]),
-             params["suite"], staging, params["mirror"]])
-        setup_path = os.path.join(staging, "root", ".lab-setup.sh")
-        with open(setup_path, "w") as handle:
-            handle.write(params["setup"])
-        env_file = os.path.join(staging, "root", ".lab-setup.env")
-        with open(env_file, "w") as handle:
-            handle.write("SUITE={}\nMIRROR={}\nSECURITY_MIRROR={}\n".format(params["suite"], params["mirror"], params["security_mirror"]))
-        if params["trust"]:
-            add_controller_trust(staging, params["trust"], run)
-        run(["chroot", staging, "/bin/sh", "-ec", ". /root/.lab-setup.env; . /root/.lab-setup.sh"])
-        os.remove(setup_path)
-        os.remove(env_file)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not os.path.isdir(target):
-                raise
-            _remove_tree(staging)  # another lab built the same recipe meanwhile: theirs is as good
-    except Exception as exc:  # noqa: BLE001 - any failure must leave no half image behind
-        _remove_tree(staging)
-        module.fail_json(msg=f"base image build failed: {str(exc).splitlines()[0]}")
+NO_KVTESTBED = ("kvtestbed is not importable by %s: run the lab's plays with "
+                "ansible_python_interpreter set to ansible_playbook_python (the project's venv)")
 
 
 def main():
-    from ansible.module_utils.basic import AnsibleModule
-
     module = AnsibleModule(
         argument_spec=dict(
             cache_dir=dict(type="path", required=True),
@@ -128,39 +52,18 @@ def main():
         ),
         supports_check_mode=True,
     )
-    from ansible.module_utils.lab_debian_mirror import find_mirror
-
-    params = module.params
-    for key, kind in (("mirror", "archive"), ("security_mirror", "security")):
-        if params[key] == "auto":
-            params[key] = find_mirror(kind) or ""
-    if not params["mirror"]:
-        module.fail_json(msg="no Debian mirror in this controller's apt sources; set lab_image_mirror")
-    params["trust"] = ""
-    if params["trust_bundle"]:
-        try:
-            with open(params["trust_bundle"]) as handle:
-                params["trust"] = handle.read()
-        except OSError as exc:
-            module.fail_json(msg="lab_image_trust_bundle %s: %s" % (params["trust_bundle"], exc.strerror))
-    image_id = recipe_id(params["suite"], params["mirror"], params["security_mirror"],
-                         params["packages"], params["setup"], params["trust"])
-    base = os.path.join(params["cache_dir"], params["suite"])
-    target = f"{base}-{image_id}"
-    for leftover in glob.glob(base + "-*.build-*"):
-        _remove_tree(leftover)
-    if os.path.isdir(target):
-        module.exit_json(changed=False, path=target, id=image_id, build_seconds=0.0)
-    if module.check_mode:
-        module.exit_json(changed=True, path=target, id=image_id, build_seconds=0.0)
-    started = time.monotonic()
-    build(module, target, params)
-    elapsed = round(time.monotonic() - started, 1)
-    # older recipes are garbage once no host root is stacked on them
-    for old in glob.glob(base + "-*"):
-        if old != target and ".build-" not in old and not _in_use(old):
-            _remove_tree(old)
-    module.exit_json(changed=True, path=target, id=image_id, build_seconds=elapsed, mirror=params["mirror"])
+    if ensure_image is None:
+        module.fail_json(msg=NO_KVTESTBED % sys.executable)
+    p = module.params
+    try:
+        mirror, security_mirror = resolve_mirrors(p["mirror"], p["security_mirror"])
+        recipe = Recipe(p["suite"], mirror, security_mirror, p["packages"], p["setup"],
+                        read_trust_bundle(p["trust_bundle"]))
+        image = ensure_image(p["cache_dir"], recipe, check_mode=module.check_mode)
+    except LabError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=image.changed, path=image.path, id=image.id, build_seconds=image.build_seconds,
+                     mirror=mirror)
 
 
 if __name__ == "__main__":

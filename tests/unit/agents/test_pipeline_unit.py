@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from kvagent.service.config import ConfigError, load_config
-from kvagent.workloads.hotkeys.slots import key_slot
 from kvagent.workloads.pipeline.agent import PipelineConfig, RouteSettings
 from kvagent.workloads.pipeline.store import ids_key, second_key
+from redis.crc import key_slot
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "agents" / "examples"
 
@@ -28,7 +28,7 @@ def test_every_amount_goes_to_exactly_one_route(amount: float) -> None:
 
 def test_store_keys_share_one_slot() -> None:
     # The Lua sink touches the id set and the second bucket in one call: same slot in a Cluster.
-    assert key_slot(ids_key("r1", "high")) == key_slot(second_key("r1", "high", 1_700_000_000))
+    assert key_slot(ids_key("r1", "high").encode()) == key_slot(second_key("r1", "high", 1_700_000_000).encode())
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,9 @@
 Reads /etc/apt/sources.list and /etc/apt/sources.list.d/*.list|*.sources (one-line and deb822 forms).
 Prints the archive URI (`--kind archive`, default) or the security URI (`--kind security`).
 Exit 2 with one line on stderr when none is configured.
+
+Standard library only: tools/install-deps.sh runs it as a script with the system python3 before the venv
+exists (`python3 src/kvtestbed/lab/debian_mirror.py`), and lab image builds import it.
 """
 
 from __future__ import annotations
@@ -50,8 +53,11 @@ def entries(apt_dir: str = APT_DIR) -> Iterable[tuple[str, list[str]]]:
         except OSError:
             continue
     for path in sorted(glob.glob(f"{apt_dir}/sources.list.d/*.sources")):
-        with open(path, encoding="utf-8") as handle:
-            yield from _deb822_entries(handle.read())
+        try:
+            with open(path, encoding="utf-8") as handle:
+                yield from _deb822_entries(handle.read())
+        except OSError:
+            continue
 
 
 def find_mirror(kind: str = "archive", apt_dir: str = APT_DIR) -> str | None:
