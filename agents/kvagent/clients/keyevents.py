@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import redis
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
@@ -73,7 +74,13 @@ class NodeSubscription:
         flags = flags.decode() if isinstance(flags, bytes) else flags
         wanted = wants_expired(flags)
         if wanted is not None:
-            await client.config_set("notify-keyspace-events", wanted)
+            try:
+                await client.config_set("notify-keyspace-events", wanted)
+            except redis.exceptions.NoPermissionError:
+                # deployed agents may not reconfigure the system under test (roles/kvstore sets the flags)
+                raise RuntimeError(
+                    f"notify-keyspace-events must include {wanted!r} and this user may not CONFIG SET it: "
+                    "set notify_keyspace_events in the deployment's kvstore settings") from None
 
     async def run(self) -> None:
         channel = f"__keyevent@{self.endpoint.db}__:expired"

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.agentproc import wait_until
 from tests.support.servers import wait_replica_in_sync
 
 pytestmark = pytest.mark.integration
@@ -124,3 +125,29 @@ def test_writer_follows_the_master_sentinel_names(sentinel_set, agents) -> None:
     # and replicated without its reply, and is then written again: at most one duplicate.
     assert summary["writer"]["write_errors"] >= 2
     assert summary["listeners"]["replica"]["duplicates"] <= 1, summary
+
+
+def test_listener_without_config_set_names_the_fix(server_factory, agents) -> None:
+    """The deployed agent user may not CONFIG SET (roles/kvstore sets the flags): a server that lacks them gets a
+    log line naming the setting to fix, not a silent retry loop, and no write is observed by mistake."""
+    server = server_factory("redis")
+    with server.client() as admin:
+        admin.config_set("notify-keyspace-events", "")
+        # the role's agent ACL rule: everything but @admin, plus CONFIG GET
+        admin.acl_setuser("agent", enabled=True, passwords=["+agentpw"], keys=["*"], channels=["*"],
+                          commands=["+@all", "-@admin", "+config|get"])
+    endpoint = {**server.endpoint(), "username": "agent", "password": "agentpw"}
+    agent = agents("observer", {
+        "writer": {"endpoint": endpoint, "rate": 50, "count": 20},
+        "listeners": [{"name": "sync", "mode": "sync", "endpoint": endpoint},
+                      {"name": "async", "mode": "async", "endpoint": endpoint}],
+        "drain_s": 0.3,
+    })
+    wait_until(lambda: agent.log_tail(200).count("set notify_keyspace_events") >= 2, timeout_s=20,
+               what="both listeners name the setting to fix")
+    log = agent.log_tail(200)
+    assert "agentpw" not in log
+    assert "Traceback" not in log
+    summary = agent.summary()
+    for name, lst in summary["listeners"].items():
+        assert lst["notifications"] == 0, name

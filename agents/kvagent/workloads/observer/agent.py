@@ -487,7 +487,7 @@ class ObserverAgent(AgentBase):
                         reader.send(b"GET", key).add_done_callback(functools.partial(on_value, t_notif))
 
                 if self.config.configure_notifications:
-                    await _ensure_notify_flags(reader)
+                    await _ensure_notify_flags(reader, cfg.endpoint.label())
                 sub = await RespConnection.open(cfg.endpoint, on_push=on_push)
                 conns.append(sub)
                 await sub.subscribe(channel)
@@ -529,7 +529,12 @@ class ObserverAgent(AgentBase):
                 if self.config.configure_notifications:
                     flags = merge_notify_flags(_flags(reader.config_get("notify-keyspace-events")))
                     if flags is not None:
-                        reader.config_set("notify-keyspace-events", flags)
+                        try:
+                            reader.config_set("notify-keyspace-events", flags)
+                        except redis.exceptions.NoPermissionError:
+                            # the deployed agent user may not reconfigure the system under test: say what to fix,
+                            # then retry like any lost listener (the flags may be set by a deploy meanwhile)
+                            raise redis.ConnectionError(notify_flags_missing(cfg.endpoint.label(), flags)) from None
                 pubsub.subscribe(channel)
                 if not state.ready.is_set():
                     self._baseline(state, reader.get(self.config.key))  # type: ignore[arg-type]
@@ -662,11 +667,23 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-async def _ensure_notify_flags(conn: RespConnection) -> None:
+async def _ensure_notify_flags(conn: RespConnection, label: str) -> None:
     reply = await conn.execute(b"CONFIG", b"GET", b"notify-keyspace-events")
     flags = merge_notify_flags(_text(reply[1]) if len(reply) > 1 else "")
     if flags is not None:
-        await conn.execute(b"CONFIG", b"SET", b"notify-keyspace-events", flags)
+        try:
+            await conn.execute(b"CONFIG", b"SET", b"notify-keyspace-events", flags)
+        except RespError as exc:
+            if not str(exc).startswith("NOPERM"):
+                raise
+            raise RespError(notify_flags_missing(label, flags)) from None
+
+
+def notify_flags_missing(label: str, flags: str) -> str:
+    """One line naming the fix when the server lacks the flags and the agent user may not set them."""
+    return (f"{label}: notify-keyspace-events must include {flags!r} and this user may not CONFIG SET it: "
+            "set notify_keyspace_events in the deployment's kvstore settings, or configure_notifications: false "
+            "once the server has them")
 
 
 async def _poll_until(reply: asyncio.Future[Any], deadline: float) -> None:
