@@ -29,7 +29,9 @@ run_one() {
   local role=${1%/*} scenario=${1#*/} log="$logs/${1/\//-}.log" start=$SECONDS
   local dir="$top/roles/$role"
   local -a cmd=(molecule test -s "$scenario")
-  if [ "$role" = pytest ]; then cmd=(pytest -q -s -rs -p no:cacheprovider "tests/lab/$scenario.py"); dir=$top; fi
+  # any non-zero exit fails the job, pytest's 5 (the module collected nothing) included: tests/unit/test_layout.py
+  # a lab module deploys several hosts inside its first test's fixture: a longer per-test timeout than the default
+  if [ "$role" = pytest ]; then cmd=(pytest -q -s -rs -p no:cacheprovider --timeout 2400 "tests/lab/$scenario.py"); dir=$top; fi
   if (cd "$dir" && "${cmd[@]}") > "$log" 2>&1; then
     echo "molecule: $1 passed in $((SECONDS - start)) s"
     # skips must be seen in CI output, not only in the log (e.g. "skipped: no KeyDB source archive")

@@ -29,9 +29,9 @@ import hiredis
 import pytest
 import uvloop
 
-from tests.support.agentproc import AgentProcess  # noqa: E402
-from tests.support.binaries import require  # noqa: E402
-from tests.support.servers import (  # noqa: E402
+from tests.support.agentproc import AgentProcess
+from tests.support.binaries import require
+from tests.support.servers import (
     NatsServer,
     RedisServer,
     build_redis_cluster,

@@ -135,9 +135,13 @@ def test_ports_closed_outside_the_testbed_subnet(lab):
     _ssh("kf-3", f"ip addr add {OUTSIDE}/32 dev host0 2>/dev/null || true")
     _ssh("kf-1", f"ip route replace {OUTSIDE}/32 dev host0")
     try:
-        assert _connects("kf-1", 22, OUTSIDE), "control: ssh is open to every address"
+        # control: the route between kf-1 and OUTSIDE works both ways (kf-1, inside the subnet, reaches kf-3's
+        # ssh at OUTSIDE), so what OUTSIDE cannot reach below is the firewall's doing
+        probe = f"python3 -c \"import socket; socket.create_connection(('{OUTSIDE}', 22), timeout=3); print('open')\""
+        assert "open" in _ssh("kf-1", probe).stdout, "control: kf-1 reaches OUTSIDE"
         assert _connects("kf-1", 6379, HOSTS["kf-3"]), "control: 6379 is open inside the subnet"
-        for port in (6379, 26379, 7000, 17000):
+        # ssh too: open to the testbed subnet and the controller only
+        for port in (22, 6379, 26379, 7000, 17000):
             assert not _connects("kf-1", port, OUTSIDE), f"port {port} answers an address outside the subnet"
     finally:
         _ssh("kf-3", f"ip addr del {OUTSIDE}/32 dev host0")
@@ -230,7 +234,9 @@ def test_cluster_replica_takes_over_a_killed_master(lab):
 def test_keydb_mesh_write_anywhere_read_everywhere(lab):
     if not KEYDB_ARCHIVE:
         assert "skipped: no KeyDB source archive" in lab["keydb_output"]
-        pytest.skip("skipped: no KeyDB source archive (set KVTESTBED_KEYDB_ARCHIVE=<KeyDB release .tar.gz>)")
+        # Not a missing binary but an input not given: CI does not build KeyDB on three lab Pis (~20 CPU-minutes);
+        # issue 14 builds it once per architecture and then gives the vendored archive here in CI too.
+        pytest.skip("no KeyDB source archive given (set KVTESTBED_KEYDB_ARCHIVE=<KeyDB .tar.gz>)")
     clients = {h: _client(lab, h, 6381, "keydb") for h in HOSTS}
     for writer, client in clients.items():
         client.set(f"mesh:{writer}", writer)
