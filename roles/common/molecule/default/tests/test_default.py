@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 
 import pytest
@@ -68,6 +69,14 @@ def test_firewall_active(host):
     assert "policy drop" in ruleset and "198.18.31.0/24" in ruleset
 
 
+def test_ssh_open_to_the_testbed_and_the_controller_only(host):
+    """SSH on the port Ansible uses (22 here), to the testbed subnet and the deploying controller: no rule for all."""
+    chain = host.check_output("nft list chain inet kvtestbed_fw input")
+    ssh = sorted(line.strip() for line in chain.splitlines() if "dport 22 " in line or line.strip().endswith("dport 22"))
+    # the controller connects from the bridge gateway, inside the subnet: listed all the same
+    assert ssh == ["ip saddr 198.18.31.0/24 tcp dport 22 accept", "ip saddr 198.18.31.1 tcp dport 22 accept"], chain
+
+
 def _connects(address: str, port: int) -> bool:
     try:
         with socket.create_connection((address, port), timeout=2):
@@ -101,3 +110,36 @@ def test_firewall_from_the_controller(host, probe_listener):
     assert not _connects(address, 8099)
     # the service really listens on 8099: the drop is the firewall's doing
     assert host.socket("tcp://0.0.0.0:8099").is_listening
+
+
+OUTSIDE = "192.0.2.31"  # TEST-NET-1: an address outside the testbed subnet, put on the lab's bridge for the probe
+
+
+@pytest.fixture
+def outside_address(host):
+    """The controller also answers as OUTSIDE on the lab bridge; the lab hosts route it through their gateway."""
+    bridge = host.ansible.get_variables()["lab_bridge"]
+    subprocess.run(["ip", "addr", "add", f"{OUTSIDE}/32", "dev", bridge], check=True, capture_output=True)
+    yield OUTSIDE
+    subprocess.run(["ip", "addr", "del", f"{OUTSIDE}/32", "dev", bridge], check=False, capture_output=True)
+
+
+def _connects_from(source: str, address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=2, source_address=(source, 0)):
+            return True
+    except OSError:
+        return False
+
+
+def test_ssh_dropped_from_outside_the_testbed(host, outside_address):
+    address = host.ansible.get_variables()["ansible_host"]
+    # the route between the host and the outside address works both ways (the host connects to it), so a
+    # dropped SSH from there is the firewall's doing
+    with socket.create_server((outside_address, 0)) as server:
+        port = server.getsockname()[1]
+        out = host.run(f"python3 -c \"import socket; socket.create_connection(('{outside_address}', {port}), timeout=5)\"")
+        assert out.rc == 0, out.stderr
+    assert not _connects_from(outside_address, address, 22)
+    assert _connects(address, 22)
+    assert host.socket("tcp://0.0.0.0:22").is_listening

@@ -12,6 +12,8 @@ from pathlib import Path
 import nats
 import pytest
 
+from tests.support.molecule_kv import assert_secrets_private
+
 ADDRESS = "198.18.21.21"
 
 
@@ -88,3 +90,8 @@ def test_auth_required_and_user_can_publish():
         await nc.close()
 
     asyncio.run(probe())
+
+
+def test_secrets_are_private():
+    """The generated passwords (secrets/nats_<user>) are 0600 in a 0700 dir on the controller."""
+    assert_secrets_private()

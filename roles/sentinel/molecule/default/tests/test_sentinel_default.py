@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.support.molecule_kv import secret
+import time
+
+from tests.support.molecule_kv import assert_no_secret_on_command_lines, secret, secrets
 
 
 def sentinel(host, *args: str) -> str:
@@ -37,3 +39,38 @@ def test_sentinel_owns_its_config(host):
     assert conf.user == "redis"
     # Sentinel rewrote it (its id), which is why the role renders it only once
     assert "sentinel myid" in conf.content_string
+
+
+def _master_fields(host) -> dict[str, str]:
+    master = sentinel(host, "SENTINEL", "MASTER", "redis_single").splitlines()
+    return dict(zip(master[::2], master[1::2], strict=False))
+
+
+def test_no_password_on_any_command_line(host):
+    assert_no_secret_on_command_lines(host)
+
+
+def test_runtime_monitor_got_its_credentials_through_stdin(host):
+    """side_effect.yml made the Sentinel forget its set and applied the role again with redis-cli's argv logged."""
+    lines = host.file("/var/log/kvtestbed-cli-argv.log").content_string.splitlines()
+    for name, value in secrets().items():
+        leaks = [line.replace(value, f"<{name}>") for line in lines if value in line]
+        assert not leaks, f"password {name} on a redis-cli command line: {leaks}"
+    # the role took the runtime path: MONITOR, then the credentials (the password itself read from stdin by -x)
+    assert any("SENTINEL MONITOR redis_single" in line for line in lines), lines
+    assert any(line.endswith("-x SENTINEL SET redis_single auth-user sentinel auth-pass") for line in lines), lines
+
+
+def test_sentinel_authenticates_to_the_master(host):
+    """With a wrong or missing auth-pass the master's INFO and PING fail: no info refresh, then s_down."""
+    deadline = time.monotonic() + 30
+    fields = _master_fields(host)
+    while time.monotonic() < deadline:
+        fields = _master_fields(host)
+        if (fields["flags"] == "master" and int(fields["info-refresh"]) < 11000
+                and int(fields["last-ok-ping-reply"]) < 2000):
+            break
+        time.sleep(1)
+    assert fields["flags"] == "master", fields
+    assert int(fields["info-refresh"]) < 11000 and int(fields["last-ok-ping-reply"]) < 2000, fields
+    assert fields["role-reported"] == "master", fields

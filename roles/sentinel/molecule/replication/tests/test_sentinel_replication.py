@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+import uuid
 
-from tests.support.molecule_kv import cli, secret
+import pytest
+
+from tests.support.molecule_kv import assert_no_secret_on_command_lines, cli, secret
 
 PRIMARY = "198.18.44.11"
 
@@ -22,15 +25,41 @@ def test_roles_and_offsets(host):
     else:
         assert info["role"] == "slave" and info["master_host"] == PRIMARY
         assert info["master_link_status"] == "up"
-        # the replica catches up with the primary's offset
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            primary_offset = int(cli(host, 6379, "INFO", "replication", address=PRIMARY)
-                                 .split("master_repl_offset:")[1].split()[0])
-            if int(replication(host)["slave_repl_offset"]) >= primary_offset - 1000:
-                break
-            time.sleep(0.5)
-        assert int(replication(host)["slave_repl_offset"]) > 0
+
+
+def _acked_offsets(host) -> tuple[int, dict[str, int]]:
+    """One INFO snapshot of the primary: its offset and the offset each replica (by address) acknowledged."""
+    info = dict(line.split(":", 1) for line in cli(host, 6379, "INFO", "replication", address=PRIMARY).splitlines()
+                if ":" in line)
+    acked = {}
+    for key, value in info.items():
+        if key.startswith("slave") and key[5:].isdigit():
+            fields = dict(item.split("=", 1) for item in value.split(","))
+            acked[fields["ip"]] = int(fields["offset"])
+    return int(info["master_repl_offset"]), acked
+
+
+def test_replica_catches_up_with_a_write(host):
+    """A write on the primary reaches this replica: WAIT counts both replicas, this replica's offset reaches the
+    primary's exactly and the value reads back here."""
+    me = host.ansible.get_variables()["ansible_host"]
+    if me == PRIMARY:
+        pytest.skip("the primary is what the replicas catch up with")
+    key, value = f"kvt:repl:{me}", uuid.uuid4().hex
+    out = host.check_output(f"printf 'SET {key} {value}\\nWAIT 2 5000\\n' | REDISCLI_AUTH={secret('redis-admin')} "
+                            f"redis-cli --user admin --no-auth-warning -h {PRIMARY} -p 6379").split()
+    assert out == ["OK", "2"], out
+    written, _ = _acked_offsets(host)
+    # the primary's own offset moves on (Sentinel hellos, replication pings): wait for a snapshot where this
+    # replica has acknowledged exactly everything the primary has
+    deadline = time.monotonic() + 15
+    primary_offset, acked = _acked_offsets(host)
+    while time.monotonic() < deadline and acked.get(me) != primary_offset:
+        time.sleep(0.2)
+        primary_offset, acked = _acked_offsets(host)
+    assert acked.get(me) == primary_offset, (acked, primary_offset)
+    assert int(replication(host)["slave_repl_offset"]) >= written
+    assert cli(host, 6379, "GET", key) == value
 
 
 def test_replicas_are_read_only(host):
@@ -47,3 +76,7 @@ def test_sentinels_agree_on_the_master(host):
                                "SENTINEL MASTER redis").splitlines()
     fields = dict(zip(master[::2], master[1::2], strict=False))
     assert fields["num-slaves"] == "2" and fields["num-other-sentinels"] == "2" and fields["quorum"] == "2"
+
+
+def test_no_password_on_any_command_line(host):
+    assert_no_secret_on_command_lines(host)
