@@ -94,6 +94,15 @@ class CircuitBreaker:
         elif self._state is BreakerState.HALF_OPEN and permit.probe:
             self._trip()
 
+    def release(self, permit: Permit) -> None:
+        """Hand back a permit whose outcome will never be reported (its request was cancelled, say at stop).
+
+        Without this a cancelled probe held the half-open breaker's only slot for good: no probe could go
+        out again and every request was refused. A permit already answered is from an older generation (every
+        probe outcome changes state), so releasing it after its outcome is harmless."""
+        if permit.probe and permit.generation == self._generation and self._state is BreakerState.HALF_OPEN:
+            self._probe_out = False
+
     def _trip(self) -> None:
         self._opened_at = self._clock()
         self.opened += 1

@@ -97,3 +97,32 @@ def test_a_result_from_before_a_full_cycle_is_ignored() -> None:
     breaker.record_success(_permit(breaker))  # probe: closed again, a new generation
     breaker.record_failure(ancient)  # from the first closed period: must not trip the new one
     assert breaker.state is BreakerState.CLOSED and breaker.opened == 1
+
+
+def test_a_released_probe_lets_the_next_probe_out() -> None:
+    """A probe whose request was cancelled reports no outcome: released, the half-open slot is free again."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, 1.0, clock=clock)
+    breaker.record_failure(_permit(breaker))
+    clock.now = 1.0
+    probe = _permit(breaker)
+    assert breaker.allow() is None
+    breaker.release(probe)
+    second = breaker.allow()
+    assert second is not None and second.probe
+    breaker.record_success(second)
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_releasing_an_answered_or_ordinary_permit_changes_nothing() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, 1.0, clock=clock)
+    ordinary = _permit(breaker)
+    breaker.release(ordinary)  # closed: nothing to give back
+    assert breaker.state is BreakerState.CLOSED
+    breaker.record_failure(_permit(breaker))
+    clock.now = 1.0
+    probe = _permit(breaker)
+    breaker.record_failure(probe)  # the probe failed: open again, a new generation
+    breaker.release(probe)  # released after its outcome (the finally of the request)
+    assert breaker.state is BreakerState.OPEN and breaker.allow() is None

@@ -374,6 +374,9 @@ class StreamsAgent(AgentBase):
             self.c["lost"] += 1
             return Outcome("lost", corr, attempts)
         finally:
+            # a request cancelled mid-flight never reports its outcome: give a probe's slot back
+            if permit is not None:
+                self.breaker.release(permit)
             self._pending.pop(corr, None)
             if not fut.done():
                 fut.cancel()
