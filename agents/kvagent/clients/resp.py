@@ -6,6 +6,11 @@ hiredis.Reader, pipelines naturally (FIFO of futures) and hands pub/sub messages
 straight from data_received together with the receive timestamp, so the time a notification
 arrived is taken before any other Python work. Errors surface as ConnectionError / TimeoutError
 (the same families agent loops already retry) or RespError for error replies.
+
+Kept over redis.asyncio by measurement: `make bench` runs the observer's path (SET of a stamped value ->
+keyspace notification) with both on one loop against one server and fails unless this one wins every round
+(test_resp_connection_vs_redis_asyncio_on_the_observer_path). 2026-12-01, five runs: one-way p50 88-112 us
+here vs 205-243 us for redis.asyncio 8.1 with hiredis (x1.99-2.66).
 """
 
 from __future__ import annotations
