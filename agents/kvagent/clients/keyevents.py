@@ -37,13 +37,28 @@ class KeyEvent:
 EventSink = Callable[[KeyEvent], Awaitable[None]]
 
 
+# the event classes Redis's "A" stands for (notify-keyspace-events: A is an alias of g$lshzxetd)
+_ALIASED_BY_A = set("g$lshzxetd")
+
+
+def with_notify_flags(current: str, needed: str) -> str | None:
+    """The notify-keyspace-events value that adds `needed` (e.g. "K$" for the observer's keyspace events of
+    strings, "Ex" for expired keyevents) to `current`, keeping its other flags; None when nothing is missing."""
+    missing = "".join(f for f in needed if f not in current and not (f in _ALIASED_BY_A and "A" in current))
+    return current + missing if missing else None
+
+
+def notify_flags_missing(flags: str) -> str:
+    """One line naming the fix when a server lacks the flags and the agent user may not CONFIG SET them (the
+    deployed agents' ACL user may not: roles/kvstore sets the flags)."""
+    return (f"notify-keyspace-events must include {flags!r} and this user may not CONFIG SET it: set "
+            "notify_keyspace_events in the deployment's kvstore settings, or configure_notifications: false once "
+            "the server has them")
+
+
 def wants_expired(flags: str) -> str | None:
     """The notify-keyspace-events value to set so `expired` keyevents are published, or None if set."""
-    has_e = "E" in flags
-    has_x = "x" in flags or "A" in flags
-    if has_e and has_x:
-        return None
-    return flags + ("" if has_e else "E") + ("" if has_x else "x")
+    return with_notify_flags(flags, "Ex")
 
 
 class NodeSubscription:
@@ -78,9 +93,7 @@ class NodeSubscription:
                 await client.config_set("notify-keyspace-events", wanted)
             except redis.exceptions.NoPermissionError:
                 # deployed agents may not reconfigure the system under test (roles/kvstore sets the flags)
-                raise RuntimeError(
-                    f"notify-keyspace-events must include {wanted!r} and this user may not CONFIG SET it: "
-                    "set notify_keyspace_events in the deployment's kvstore settings") from None
+                raise RuntimeError(notify_flags_missing(wanted)) from None
 
     async def run(self) -> None:
         channel = f"__keyevent@{self.endpoint.db}__:expired"

@@ -42,6 +42,7 @@ from kvagent.clients.connect import (
     connect_redis,
     redis_kwargs,
 )
+from kvagent.clients.keyevents import notify_flags_missing, with_notify_flags
 from kvagent.clients.resp import RespConnection, RespError
 from kvagent.clients.sentinel import SentinelSettings, current_master
 from kvagent.service.clock import ClockSample, measure_offset
@@ -202,11 +203,7 @@ def decode_value(raw: bytes | None) -> Version | None:
 
 def merge_notify_flags(current: str) -> str | None:
     """Flags to set so string keyspace events are on, or None when they already are."""
-    has_k = "K" in current
-    has_string = "$" in current or "A" in current
-    if has_k and has_string:
-        return None
-    return current + ("" if has_k else "K") + ("" if has_string else "$")
+    return with_notify_flags(current, "K$")
 
 
 @dataclass
@@ -534,7 +531,8 @@ class ObserverAgent(AgentBase):
                         except redis.exceptions.NoPermissionError:
                             # the deployed agent user may not reconfigure the system under test: say what to fix,
                             # then retry like any lost listener (the flags may be set by a deploy meanwhile)
-                            raise redis.ConnectionError(notify_flags_missing(cfg.endpoint.label(), flags)) from None
+                            missing = notify_flags_missing(flags)
+                            raise redis.ConnectionError(f"{cfg.endpoint.label()}: {missing}") from None
                 pubsub.subscribe(channel)
                 if not state.ready.is_set():
                     self._baseline(state, reader.get(self.config.key))  # type: ignore[arg-type]
@@ -676,14 +674,9 @@ async def _ensure_notify_flags(conn: RespConnection, label: str) -> None:
         except RespError as exc:
             if not str(exc).startswith("NOPERM"):
                 raise
-            raise RespError(notify_flags_missing(label, flags)) from None
+            raise RespError(f"{label}: {notify_flags_missing(flags)}") from None
 
 
-def notify_flags_missing(label: str, flags: str) -> str:
-    """One line naming the fix when the server lacks the flags and the agent user may not set them."""
-    return (f"{label}: notify-keyspace-events must include {flags!r} and this user may not CONFIG SET it: "
-            "set notify_keyspace_events in the deployment's kvstore settings, or configure_notifications: false "
-            "once the server has them")
 
 
 async def _poll_until(reply: asyncio.Future[Any], deadline: float) -> None:
