@@ -18,6 +18,8 @@ import yaml
 from kvagent.main import resolve_kind
 from kvagent.service.config import load_config
 
+from tests.support.binaries import unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE = Path(sys.executable).parent / "ansible"
 
@@ -25,7 +27,7 @@ ANSIBLE = Path(sys.executable).parent / "ansible"
 @pytest.fixture(scope="module")
 def lab_instances(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
     if not ANSIBLE.exists():
-        pytest.skip("ansible is not installed in this environment (pip install -e '.[controller]')")
+        unavailable("ansible is not installed in this environment (pip install -e '.[controller]')")
     secrets = tmp_path_factory.mktemp("secrets")
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "json",
            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_NOCOLOR": "1"}

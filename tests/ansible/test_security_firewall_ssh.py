@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.binaries import unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 ROLE = ROOT / "roles" / "common"
@@ -50,7 +52,7 @@ all:
 @pytest.fixture(scope="module")
 def ruleset(tmp_path_factory) -> str:
     if not PLAYBOOK.exists():
-        pytest.skip("ansible is not installed in this environment (pip install -e '.[controller]')")
+        unavailable("ansible is not installed in this environment (pip install -e '.[controller]')")
     tmp = tmp_path_factory.mktemp("fw")
     out = tmp / "firewall.nft"
     (tmp / "play.yml").write_text(PLAY.replace("ROLE", str(ROLE)).replace("OUT", str(out)))
@@ -81,7 +83,7 @@ def test_ssh_on_ansible_port_to_the_allowed_sources_only(ruleset):
 def test_rendered_ruleset_is_valid(ruleset, tmp_path):
     nft = shutil.which("nft") or "/usr/sbin/nft"
     if not Path(nft).exists() or os.geteuid() != 0:
-        pytest.skip("nft -c needs nftables and root")
+        unavailable("nft -c needs nftables and root")
     # the drop-in include points at the host's directory: check the ruleset without it
     path = tmp_path / "firewall.nft"
     path.write_text(ruleset.replace('include "/etc/kvtestbed/firewall.d/*.nft"', ""))

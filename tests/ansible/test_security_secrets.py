@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.support.binaries import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
@@ -40,7 +40,7 @@ EXPECTED = {"demo-admin", "demo-agent", "demo-exporter", "demo-replica", "demo-s
 
 def test_generated_secrets_are_private(tmp_path):
     if not PLAYBOOK.exists():
-        pytest.skip("ansible is not installed in this environment (pip install -e '.[controller]')")
+        unavailable("ansible is not installed in this environment (pip install -e '.[controller]')")
     secrets = tmp_path / "secrets"
     secrets.mkdir(mode=0o755)
     secrets.chmod(0o755)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.binaries import unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
@@ -30,9 +32,9 @@ PLAY = """---
 @pytest.mark.parametrize("host", ["node-1", "ca"])
 def test_diff_never_shows_a_private_key(tmp_path, host):
     if not PLAYBOOK.exists():
-        pytest.skip("ansible is not installed in this environment (pip install -e '.[controller]')")
+        unavailable("ansible is not installed in this environment (pip install -e '.[controller]')")
     if os.geteuid() != 0:
-        pytest.skip("the role installs files owned by root")
+        unavailable("the role installs files owned by root")
     (tmp_path / "play.yml").write_text(PLAY)
     (tmp_path / "hosts.yml").write_text(
         f"all:\n  hosts:\n    {host}:\n      ansible_connection: local\n      ansible_host: 127.0.0.1\n"

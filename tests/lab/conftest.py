@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from tests.support.binaries import unavailable
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
@@ -16,4 +18,4 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session", autouse=True)
 def _needs_root():
     if os.geteuid() != 0:
-        pytest.skip("lab tests need root (bridge, nftables, systemd-nspawn)")
+        unavailable("lab tests need root (bridge, nftables, systemd-nspawn)")

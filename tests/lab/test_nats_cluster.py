@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.binaries import unavailable
 from tests.support.lab import lab_vars, run_playbook, ssh
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +67,7 @@ def _ssh(address: str, command: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
+        unavailable("the lab needs root")
     workdir = tmp_path_factory.mktemp("nats-lab")
     inventory = workdir / "hosts.yml"
     secrets = workdir / "secrets"

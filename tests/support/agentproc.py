@@ -169,14 +169,3 @@ def run_bad_config(kind: str, config: dict[str, Any], workdir: Path, timeout_s: 
         text=True,
     )
     return proc.returncode, proc.stderr
-
-
-def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.25, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)

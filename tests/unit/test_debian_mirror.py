@@ -6,9 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from kvtestbed.lab import debian_mirror as mirror
+from tests.support.binaries import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +47,7 @@ def test_runs_as_a_script_with_the_system_python(tmp_path):
     """tools/install-deps.sh runs it before the venv exists: the system python3, the standard library only."""
     system_python = shutil.which("python3", path="/usr/bin:/bin")
     if system_python is None:
-        pytest.skip("no system python3")
+        unavailable("no system python3")
     write(tmp_path, "sources.list", "deb http://local.example/debian bookworm main\n")
     # as install-deps.sh runs it: no venv, no PYTHONPATH, the script's own directory first on sys.path
     env = {"PATH": "/usr/bin:/bin"}

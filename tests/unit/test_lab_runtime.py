@@ -8,6 +8,7 @@ import time
 import pytest
 
 from kvtestbed.lab.runtime import LabError, pid_alive, run
+from tests.support.wait import settle
 
 
 def test_a_hung_command_ends_in_one_line_naming_it():
@@ -24,10 +25,8 @@ def test_a_timeout_kills_what_the_command_started(tmp_path):
     with pytest.raises(LabError, match="timed out"):
         run(["sh", "-c", f"sleep 30 & echo $! > {pidfile}; wait"], timeout=0.5)
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 5.0
-    while pid_alive(child) and time.monotonic() < deadline:  # SIGKILL is delivered, then the process reaped
-        time.sleep(0.05)
-    assert not pid_alive(child)
+    # SIGKILL is delivered, then the process reaped
+    assert not settle(lambda: pid_alive(child), lambda alive: not alive, timeout_s=5.0, interval_s=0.05)
 
 
 def test_a_failing_command_names_itself_and_its_last_error_line():

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.binaries import unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
 NO_CHECK = ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null")
@@ -24,7 +26,7 @@ NO_CHECK = ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null")
 
 def _inventory(name: str, tmp_path: Path) -> dict[str, dict]:
     if not ANSIBLE_INVENTORY.exists():
-        pytest.skip("ansible is not installed in this environment (pip install -e '.[controller]')")
+        unavailable("ansible is not installed in this environment (pip install -e '.[controller]')")
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_LOCAL_TEMP": str(tmp_path)}
     proc = subprocess.run([str(ANSIBLE_INVENTORY), "-i", f"inventory/{name}", "--list"], cwd=ROOT, env=env,

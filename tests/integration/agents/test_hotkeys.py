@@ -10,8 +10,9 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from tests.support.agentproc import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
+from tests.support.agentproc import RSS_LIMIT_BYTES, AgentProcess, run_bad_config
 from tests.support.servers import LOOPBACK, RedisCluster
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 

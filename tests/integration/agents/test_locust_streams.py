@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.binaries import unavailable
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -23,7 +24,7 @@ USERS = 5
 
 def test_locust_drives_the_streams_ingress(redis_server, agents, tmp_path: Path) -> None:
     if not LOCUST.exists():
-        pytest.skip("locust is not installed (pip install -e '.[controller]')")
+        unavailable("locust is not installed (pip install -e '.[controller]')")
     port = free_port()
     agent = agents(
         "streams",

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.agentproc import wait_until
 from tests.support.servers import wait_replica_in_sync
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.agentproc import RSS_LIMIT_BYTES, AgentProcess, run_bad_config, wait_until
+from tests.support.agentproc import RSS_LIMIT_BYTES, AgentProcess, run_bad_config
 from tests.support.servers import LOOPBACK, NatsServer, RedisServer, free_port
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -19,6 +19,15 @@ def _permit(breaker: CircuitBreaker) -> Permit:
     return permit
 
 
+def _half_open_with_probe(breaker: CircuitBreaker, clock: FakeClock) -> Permit:
+    """Trip a breaker with failure_threshold 1 and reset_timeout_s 1, wait it out: the probe's permit."""
+    breaker.record_failure(_permit(breaker))
+    clock.now += 1.0
+    probe = _permit(breaker)
+    assert probe.probe and breaker.state is BreakerState.HALF_OPEN
+    return probe
+
+
 def test_opens_after_threshold_and_probes_after_timeout() -> None:
     clock = FakeClock()
     changes: list[BreakerState] = []
@@ -103,9 +112,7 @@ def test_a_released_probe_lets_the_next_probe_out() -> None:
     """A probe whose request was cancelled reports no outcome: released, the half-open slot is free again."""
     clock = FakeClock()
     breaker = CircuitBreaker(1, 1.0, clock=clock)
-    breaker.record_failure(_permit(breaker))
-    clock.now = 1.0
-    probe = _permit(breaker)
+    probe = _half_open_with_probe(breaker, clock)
     assert breaker.allow() is None
     breaker.release(probe)
     second = breaker.allow()
@@ -120,9 +127,7 @@ def test_releasing_an_answered_or_ordinary_permit_changes_nothing() -> None:
     ordinary = _permit(breaker)
     breaker.release(ordinary)  # closed: nothing to give back
     assert breaker.state is BreakerState.CLOSED
-    breaker.record_failure(_permit(breaker))
-    clock.now = 1.0
-    probe = _permit(breaker)
+    probe = _half_open_with_probe(breaker, clock)
     breaker.record_failure(probe)  # the probe failed: open again, a new generation
     breaker.release(probe)  # released after its outcome (the finally of the request)
     assert breaker.state is BreakerState.OPEN and breaker.allow() is None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.wait import settle
 
 ADDRESS = "198.18.32.11"
 # the observer's bounds in inventory.yml: writer.count, the listeners' names
@@ -65,11 +66,8 @@ def _settled(values: dict[tuple[str, str], float]) -> bool:
 
 def test_observer_accounts_for_every_write(host):
     """Functional probe: the writer stops at writer.count and both listeners account for every one of its writes."""
-    deadline = time.monotonic() + 60  # 150 writes at 50/s, started at converge: long done unless something is wrong
-    values = samples()
-    while not _settled(values) and time.monotonic() < deadline:
-        time.sleep(1)
-        values = samples()
+    # 150 writes at 50/s, started at converge: long done unless something is wrong
+    values = settle(samples, _settled, timeout_s=60, interval_s=1)
     assert values[("kvt_observer_writes_total", "")] == WRITES, values
     assert values[("kvt_observer_write_errors_total", "")] == 0
     assert values[("kvt_observer_write_latency_seconds_count", "")] == WRITES

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from tests.support.molecule_kv import assert_no_secret_on_command_lines, secret, secrets
+from tests.support.wait import settle
 
 
 def sentinel(host, *args: str) -> str:
@@ -63,14 +62,9 @@ def test_runtime_monitor_got_its_credentials_through_stdin(host):
 
 def test_sentinel_authenticates_to_the_master(host):
     """With a wrong or missing auth-pass the master's INFO and PING fail: no info refresh, then s_down."""
-    deadline = time.monotonic() + 30
-    fields = _master_fields(host)
-    while time.monotonic() < deadline:
-        fields = _master_fields(host)
-        if (fields["flags"] == "master" and int(fields["info-refresh"]) < 11000
-                and int(fields["last-ok-ping-reply"]) < 2000):
-            break
-        time.sleep(1)
+    fields = settle(lambda: _master_fields(host),
+                    lambda f: (f["flags"] == "master" and int(f["info-refresh"]) < 11000
+                               and int(f["last-ok-ping-reply"]) < 2000), timeout_s=30, interval_s=1)
     assert fields["flags"] == "master", fields
     assert int(fields["info-refresh"]) < 11000 and int(fields["last-ok-ping-reply"]) < 2000, fields
     assert fields["role-reported"] == "master", fields

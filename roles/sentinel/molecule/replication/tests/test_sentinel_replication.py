@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 
 from tests.support.molecule_kv import assert_no_secret_on_command_lines, cli, secret
+from tests.support.wait import settle
 
 PRIMARY = "198.18.44.11"
 
@@ -52,11 +52,8 @@ def test_replica_catches_up_with_a_write(host):
     written, _ = _acked_offsets(host)
     # the primary's own offset moves on (Sentinel hellos, replication pings): wait for a snapshot where this
     # replica has acknowledged exactly everything the primary has
-    deadline = time.monotonic() + 15
-    primary_offset, acked = _acked_offsets(host)
-    while time.monotonic() < deadline and acked.get(me) != primary_offset:
-        time.sleep(0.2)
-        primary_offset, acked = _acked_offsets(host)
+    primary_offset, acked = settle(lambda: _acked_offsets(host), lambda pa: pa[1].get(me) == pa[0], timeout_s=15,
+                                   interval_s=0.2)
     assert acked.get(me) == primary_offset, (acked, primary_offset)
     assert int(replication(host)["slave_repl_offset"]) >= written
     assert cli(host, 6379, "GET", key) == value
