@@ -8,6 +8,8 @@ capped exponential backoff with jitter, and feed a ConnectionTracker from its ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -15,6 +17,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -27,6 +30,7 @@ from nats.js.api import (
 
 from kvagent.clients.connect import Backoff, ConnectError, ConnectionTracker, connect_nats
 from kvagent.service.config import ConfigError, NatsEndpoint
+from kvagent.service.pacing import sleep_or_stop
 
 
 @dataclass
@@ -187,6 +191,43 @@ async def bind_pull(
     await ensure_stream(js, stream, retention)
     await ensure_pull_consumer(js, stream.name, consumer)
     return await js.pull_subscribe_bind(durable=consumer.durable, stream=stream.name)
+
+
+# what a pull consumer outlives by binding again: the server restarted (maybe without the stream) or is unreachable
+JETSTREAM_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError)
+
+
+async def pull_batches(
+    js_of: Callable[[], JetStreamContext],
+    stream: StreamSettings,
+    consumer: ConsumerSettings,
+    retention: RetentionPolicy,
+    batch: int,
+    fetch_timeout_s: float,
+    stop: asyncio.Event,
+    on_error: Callable[[BaseException], None],
+) -> AsyncIterator[list[Msg]]:
+    """Batches of a durable pull consumer until stop; an error is reported to on_error, then the consumer is
+    bound again after a jittered pause (the stream and consumer are created again if the server lost them)."""
+    backoff = Backoff(cap_s=2.0)
+    sub: JetStreamContext.PullSubscription | None = None
+    while not stop.is_set():
+        try:
+            if sub is None:
+                sub = await bind_pull(js_of(), stream, consumer, retention)
+            msgs = await sub.fetch(batch, timeout=fetch_timeout_s)
+        except nats.errors.TimeoutError:
+            continue  # nothing to fetch within the timeout
+        except JETSTREAM_ERRORS as exc:
+            on_error(exc)
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            sub = None
+            await sleep_or_stop(stop, backoff.next_delay())
+            continue
+        backoff.reset()
+        yield msgs
 
 
 async def consumer_pending(js: JetStreamContext, stream: str, durable: str) -> tuple[int, int]:

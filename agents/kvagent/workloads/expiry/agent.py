@@ -36,7 +36,14 @@ from prometheus_client import Counter, Gauge
 from redis.asyncio.cluster import RedisCluster
 
 from kvagent.clients.connect import REDIS_CONNECTION_ERRORS, Backoff, ConnectError, ConnectionTracker, connect_redis
-from kvagent.clients.jetstream import ConsumerSettings, StreamSettings, bind_pull, connect_tracked, ensure_stream
+from kvagent.clients.jetstream import (
+    ConsumerSettings,
+    StreamSettings,
+    bind_pull,
+    connect_tracked,
+    ensure_stream,
+    pull_batches,
+)
 from kvagent.clients.keyevents import ExpiredEventSource, KeyEvent
 from kvagent.clients.targets import TargetSettings, close_quietly, cluster_client, make_resolver
 from kvagent.service.config import ConfigError, NatsEndpoint, RedisEndpoint, ServiceConfig
@@ -664,33 +671,22 @@ class ExpiryWorker(_LedgerAgent):
         self._nc = await connect_tracked(self.config.nats, f"expiry-worker-{self.name}", self.nats_tracker)
         await bind_pull(self._nc.jetstream(), self.config.stream, self.consumer, RetentionPolicy.WORK_QUEUE)
 
+    def _fetch_failed(self, exc: BaseException) -> None:
+        self.fetch_errors += 1
+        log.debug("fetch failed: %s", exc)
+
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = Backoff(cap_s=2.0)
-        sub = None
         try:
-            while not stop.is_set():
-                try:
-                    if sub is None:
-                        sub = await bind_pull(
-                            self._nc.jetstream(),
-                            self.config.stream,
-                            self.consumer,
-                            RetentionPolicy.WORK_QUEUE,
-                        )
-                    msgs = await sub.fetch(self.settings.batch, timeout=self.settings.fetch_timeout_s)
-                except nats.errors.TimeoutError:
-                    continue
-                except (*NATS_ERRORS, nats.js.errors.Error) as exc:
-                    # Server restarted (maybe without the stream) or unreachable: rebind after a pause.
-                    self.fetch_errors += 1
-                    log.debug("fetch failed: %s", exc)
-                    if sub is not None:
-                        with contextlib.suppress(Exception):
-                            await sub.unsubscribe()
-                    sub = None
-                    await sleep_or_stop(stop, backoff.next_delay())
-                    continue
-                backoff.reset()
+            async for msgs in pull_batches(
+                lambda: self._nc.jetstream(),
+                self.config.stream,
+                self.consumer,
+                RetentionPolicy.WORK_QUEUE,
+                self.settings.batch,
+                self.settings.fetch_timeout_s,
+                stop,
+                self._fetch_failed,
+            ):
                 await self._process(stop, msgs)
         except asyncio.CancelledError:
             if not stop.is_set():

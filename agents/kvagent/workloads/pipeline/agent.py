@@ -24,20 +24,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
-import nats.errors
-import nats.js.errors
 import redis.asyncio as aioredis
 from nats.js.api import RetentionPolicy
 from prometheus_client import Counter, Gauge
 
 from kvagent.clients.connect import REDIS_CONNECTION_ERRORS, Backoff, ConnectError, ConnectionTracker, connect_redis
 from kvagent.clients.jetstream import (
+    JETSTREAM_ERRORS,
     ConsumerSettings,
     StreamSettings,
     bind_pull,
     connect_tracked,
     consumer_pending,
     ensure_stream,
+    pull_batches,
 )
 from kvagent.clients.targets import close_quietly
 from kvagent.service.config import ConfigError, NatsEndpoint, RedisEndpoint, ServiceConfig
@@ -50,12 +50,7 @@ from kvagent.workloads.pipeline.store import Sink, audit_routes, read_series
 log = logging.getLogger(__name__)
 
 ROUTES = ["high", "low"]
-NATS_ERRORS: tuple[type[BaseException], ...] = (
-    nats.errors.Error,
-    nats.js.errors.Error,
-    OSError,
-    TimeoutError,
-)
+NATS_ERRORS = JETSTREAM_ERRORS
 
 
 def default_name() -> str:
@@ -344,30 +339,23 @@ class PipelineRoute(AgentBase):
             self.g_pending.labels(self.route, "pending").set(pending)
             self.g_pending.labels(self.route, "ack_pending").set(ack_pending)
 
+    def _fetch_failed(self, exc: BaseException) -> None:
+        self.counts["fetch_errors"] += 1
+        log.debug("fetch failed: %s", exc)
+
     async def run(self, stop: asyncio.Event) -> None:
         pending_task = asyncio.create_task(self._pending_loop(stop))
-        backoff = Backoff(cap_s=2.0)
-        sub = None
         try:
-            while not stop.is_set():
-                try:
-                    if sub is None:
-                        sub = await bind_pull(
-                            self._nc.jetstream(), self.config.stream, self.consumer, RetentionPolicy.LIMITS
-                        )
-                    msgs = await sub.fetch(self.settings.batch, timeout=self.settings.fetch_timeout_s)
-                except nats.errors.TimeoutError:
-                    continue
-                except NATS_ERRORS as exc:
-                    self.counts["fetch_errors"] += 1
-                    log.debug("fetch failed: %s", exc)
-                    if sub is not None:
-                        with contextlib.suppress(Exception):
-                            await sub.unsubscribe()
-                    sub = None
-                    await sleep_or_stop(stop, backoff.next_delay())
-                    continue
-                backoff.reset()
+            async for msgs in pull_batches(
+                lambda: self._nc.jetstream(),
+                self.config.stream,
+                self.consumer,
+                RetentionPolicy.LIMITS,
+                self.settings.batch,
+                self.settings.fetch_timeout_s,
+                stop,
+                self._fetch_failed,
+            ):
                 await self._handle(stop, msgs)
         finally:
             pending_task.cancel()
