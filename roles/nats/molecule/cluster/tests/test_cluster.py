@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -93,7 +94,20 @@ def test_r3_stream_and_auth():
         nc = await nats.connect(urls, user="app", password=_secret("app"))
         js = nc.jetstream()
         await js.add_stream(StreamConfig(name="MOLECULE", subjects=["molecule.>"], num_replicas=3))
-        for i in range(10):
+        # The stream's interest reaches the server this client is on a moment after add_stream returns (seen under
+        # load in CI: "no responders"); no responder means nothing was stored, so the first publish is retried
+        # until the stream answers, within a deadline.
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                ack = await js.publish("molecule.x", b"0")
+                break
+            except nats.errors.NoRespondersError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        assert ack.stream == "MOLECULE"
+        for i in range(1, 10):
             ack = await js.publish("molecule.x", str(i).encode())
             assert ack.stream == "MOLECULE"
         info = await js.stream_info("MOLECULE")
