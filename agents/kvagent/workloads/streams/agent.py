@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -304,12 +304,21 @@ class StreamsAgent(AgentBase):
         return ing.timeout_s * (ing.retries + 1) + ing.backoff_cap_s * ing.retries + 1.0
 
     # -- ingress ---------------------------------------------------------------------------------------
-    async def request(self, client: aioredis.Redis, payload: bytes | None = None) -> Outcome:
-        ing = self.config.ingress
+    def request(self, client: aioredis.Redis, payload: bytes | None = None) -> Coroutine[Any, Any, Outcome]:
+        """Count the request now and return the exchange to await.
+
+        Counting happens before the coroutine first runs, so a status snapshot taken between the driver's
+        create_task and the task's first step never shows the driver done with a request missing
+        (CI once saw issued_all with requests 99 of 100 and nothing in flight).
+        """
         self._seq += 1
         corr = f"{self.instance}-{self._seq}"
         self.c["requests"] += 1
         self._in_flight += 1
+        return self._exchange(client, corr, payload)
+
+    async def _exchange(self, client: aioredis.Redis, corr: str, payload: bytes | None) -> Outcome:
+        ing = self.config.ingress
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[dict[bytes, bytes]] = loop.create_future()
         self._pending[corr] = fut
