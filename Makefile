@@ -18,11 +18,13 @@ help:
 deps:
 	bash tools/install-deps.sh
 
-# the agents (agents/, kvagent) at the versions every host gets (agents/constraints.txt), then the controller
-$(VENV)/.installed: pyproject.toml agents/pyproject.toml agents/constraints.txt
+# the agents (agents/, kvagent) and the load generator (loadtests/, kvload) at the versions every host gets
+# (their constraints.txt), then the controller
+CONSTRAINTS := -c agents/constraints.txt -c loadtests/constraints.txt
+$(VENV)/.installed: pyproject.toml agents/pyproject.toml agents/constraints.txt loadtests/pyproject.toml loadtests/constraints.txt
 	python3 -m venv $(VENV)
-	$(BIN)/pip install -q -c agents/constraints.txt -e ./agents
-	$(BIN)/pip install -q -c agents/constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q $(CONSTRAINTS) -e ./agents -e ./loadtests
+	$(BIN)/pip install -q $(CONSTRAINTS) -e '.[dev]'
 	touch $@
 
 venv install: $(VENV)/.installed

@@ -38,7 +38,7 @@ def test_locust_drives_the_streams_ingress(redis_server, agents, tmp_path: Path)
         [
             str(LOCUST),
             "-f",
-            str(ROOT / "loadtests" / "streams_http.py"),
+            str(ROOT / "loadtests" / "locustfile.py"),
             "--host",
             f"http://127.0.0.1:{port}",
             "--headless",

@@ -1,0 +1,1 @@
+"""Locust user classes, one module per family (key-value, NATS, workload traffic, streams over HTTP)."""
