@@ -35,6 +35,7 @@ lint: install
 
 unit: install
 	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q tests/load
 
 # tests that run ansible/ansible-playbook on the controller (no lab)
 ansible-test: install
@@ -49,11 +50,13 @@ lab-test: install
 molecule: install
 	bash tools/molecule-all.sh
 
+# tests/load imports Locust, which patches its process with gevent: a pytest process of its own.
 # pytest's exit 5 (nothing collected) fails the target like any other non-zero exit: no `-` prefix, no `|| true`
 # (tests/unit/test_layout.py checks it). Under CI=true a missing server binary fails instead of skipping.
 test: deps install
 	$(MAKE) lint
 	$(BIN)/pytest -q tests/unit tests/ansible tests/integration
+	$(BIN)/pytest -q tests/load
 	WITH_LAB_TESTS=1 bash tools/molecule-all.sh
 
 demo: deps install

@@ -41,7 +41,9 @@ def _common_options(parser: Any) -> None:
         help="file holding the target's password (ACL user in the URL); never pass a password on a command line",
         include_in_web_ui=False,
     )
-    group.add_argument("--kvt-tls-ca", default="", help="CA file for rediss:// and tls:// targets", include_in_web_ui=False)
+    group.add_argument(
+        "--kvt-tls-ca", default="", help="CA file for rediss:// and tls:// targets", include_in_web_ui=False
+    )
     group.add_argument(
         "--kvt-hdr-out",
         default="",

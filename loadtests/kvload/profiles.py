@@ -49,7 +49,9 @@ def parse(spec: str) -> RateProfile:
     name, _, rest = text.partition(":")
     name = name.strip()
     if name not in _FIELDS:
-        raise ProfileError(f"rate profile {name!r}: unknown, use one of {', '.join(_FIELDS)} (e.g. constant:rate=1000,for=60)")
+        raise ProfileError(
+            f"rate profile {name!r}: unknown, use one of {', '.join(_FIELDS)} (e.g. constant:rate=1000,for=60)"
+        )
     required, optional = _FIELDS[name]
     values: dict[str, float] = dict(optional)
     for part in filter(None, (p.strip() for p in rest.split(","))):
@@ -58,7 +60,9 @@ def parse(spec: str) -> RateProfile:
         if not eq:
             raise ProfileError(f"rate profile {name}: {part!r} is not key=value")
         if key not in required and key not in optional:
-            raise ProfileError(f"rate profile {name}: unknown field {key!r} (fields: {', '.join(required + tuple(optional))})")
+            raise ProfileError(
+                f"rate profile {name}: unknown field {key!r} (fields: {', '.join(required + tuple(optional))})"
+            )
         try:
             value = float(raw.rstrip("s")) if key in ("for", "over", "every", "at", "length") else float(raw)
         except ValueError:
@@ -109,7 +113,9 @@ def _spike(v: dict[str, float], end: float) -> Callable[[float], float]:
     if length <= 0:
         raise ProfileError("rate profile spike: length must be > 0 seconds")
     if at + length > end:
-        raise ProfileError(f"rate profile spike: the spike (at={at:g}, length={length:g}) runs past its end (for={end:g})")
+        raise ProfileError(
+            f"rate profile spike: the spike (at={at:g}, length={length:g}) runs past its end (for={end:g})"
+        )
     if peak <= 0:
         raise ProfileError("rate profile spike: peak must be > 0")
     return lambda t: peak if at <= t < at + length else base

@@ -1,4 +1,6 @@
-"""The `kvtestbed` command: lab up|down|status, deploy, agent. Failures end in one line, never a traceback."""
+"""The `kvtestbed` command: lab up|down|status, deploy, agent, load list|run.
+
+Failures end in one line, never a traceback."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from kvtestbed.deploy.playbook import run_playbook
@@ -96,6 +99,68 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return agent_main(args.kind, args.config)
 
 
+def _duration_s(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (30, 30s, 5m)") from None
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from kvtestbed.load.runner import LoadInputError, LoadSpec, available_user_classes, run
+
+    try:
+        known = available_user_classes()
+        if args.action == "list":
+            for name, doc in known.items():
+                print(f"{name:24} {doc}")
+            return 0
+        options = {}
+        for item in args.option or []:
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise LoadInputError(f"--option {item!r}: give NAME=VALUE, e.g. --option keys=1000")
+            options[key] = value
+        spec = LoadSpec(
+            user_classes=args.user_classes,
+            target=args.target or "",
+            users=args.users,
+            spawn_rate=args.spawn_rate,
+            run_time_s=args.run_time,
+            rate=args.rate or "",
+            processes=args.processes,
+            options=options,
+            password_file=args.password_file or "",
+            tls_ca=args.tls_ca or "",
+        )
+        if not spec.target:
+            raise LoadInputError("--target: give the URL to load, e.g. redis://127.0.0.1:6379")
+        out = Path(args.out) if args.out else Path("results/load") / (
+            time.strftime("%Y%m%d-%H%M%S") + "-" + "-".join(args.user_classes)
+        )
+        result = run(spec, out, known)
+    except LoadInputError as exc:
+        raise CliError(str(exc)) from None
+    if result.returncode != 0:
+        message = result.message or f"locust exited with {result.returncode} (see {out}/locust.log)"
+        raise CliError(message.removeprefix("kvload: "), result.returncode)
+    print(format_load_summary(result.hdr, result.stats))
+    print(f"results: {result.out_dir}")
+    return 0
+
+
+def format_load_summary(hdr: dict, stats: list) -> str:
+    rows = [f"{'request':28} {'count':>10} {'fail':>6} {'p50 us':>9} {'p99 us':>9} {'p99.9 us':>9} {'max us':>9}"]
+    failures = {f"{s['method']} {s['name']}": s["num_failures"] for s in stats}
+    for key, h in (hdr.get("requests") or {}).items():
+        rows.append(
+            f"{key:28} {h.get('count', 0):>10} {failures.get(key, 0):>6} {h.get('p50_us', '-'):>9} "
+            f"{h.get('p99_us', '-'):>9} {h.get('p99.9_us', '-'):>9} {h.get('max_us', '-'):>9}"
+        )
+    return "\n".join(rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvtestbed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("kind", help="observer, expiry, streams, pipeline or hotkeys")
     agent.add_argument("--config", required=True, help="the agent's YAML config")
     agent.set_defaults(func=cmd_agent)
+
+    load = sub.add_parser("load", help="run kvload's Locust users headless (docs/load.md)")
+    load.add_argument("action", choices=["list", "run"])
+    load.add_argument("user_classes", nargs="*", metavar="USER_CLASS", help="with run: user classes (see load list)")
+    load.add_argument("--target", help="URL to load: redis://, rediss://, redis+sentinel://, redis+cluster://, nats://")
+    load.add_argument("--users", "-u", type=int, default=10, help="users (default 10)")
+    load.add_argument("--spawn-rate", "-r", type=float, help="users started per second (default: all at once)")
+    load.add_argument("--run-time", "-t", type=_duration_s, help="length, e.g. 30s (default: the --rate profile's)")
+    load.add_argument("--rate", help="open-loop rate profile, e.g. constant:rate=5000,for=60 (docs/load.md)")
+    load.add_argument("--processes", type=int, default=1, help="Locust worker processes on this machine")
+    load.add_argument("--option", "-o", action="append", metavar="NAME=VALUE", help="a kvload option, e.g. keys=1000")
+    load.add_argument("--password-file", help="file with the target's password (never on the command line)")
+    load.add_argument("--tls-ca", help="CA file for TLS targets")
+    load.add_argument("--out", help="results folder (default results/load/<time>-<classes>)")
+    load.set_defaults(func=cmd_load)
     return parser
 
 

@@ -1,7 +1,8 @@
 """The layout stays what docs/architecture.md says, and the test harness runs what it claims to.
 
 - agents/kvagent (the code every agent host runs) imports nothing from the controller (kvtestbed), Ansible,
-  Locust or tests/, and its wheel holds kvagent/ and nothing else;
+  Locust or tests/, and its wheel holds kvagent/ and nothing else; loadtests/kvload (the loadgen hosts' code)
+  imports nothing from the controller, the agents or tests/;
 - no test edits sys.path (tests import their helpers as tests.support, pyproject's pythonpath);
 - `make test` runs unit, ansible and integration tests and lints src/, and a pytest that collects nothing
   (exit 5) fails it, and fails tools/molecule-all.sh's lab jobs.
@@ -25,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 AGENT_PACKAGE = ROOT / "agents" / "kvagent"
 # top-level modules agent host code must not import: the controller, controller-only tools, the tests
 FORBIDDEN_IN_AGENTS = {"kvtestbed", "ansible", "ansible_collections", "ansible_runner", "locust", "tests"}
+LOAD_PACKAGE = ROOT / "loadtests" / "kvload"
+# the load generator runs on loadgen hosts: Locust yes, but nothing of the controller, the agents or the tests
+FORBIDDEN_IN_LOAD = {"kvtestbed", "kvagent", "ansible", "ansible_collections", "ansible_runner", "tests"}
 
 
 # --- agents/kvagent imports ----------------------------------------------------------------------------------
@@ -47,11 +51,11 @@ def imported_modules(source: str) -> set[str]:
     return found
 
 
-def forbidden_imports(package: Path) -> list[str]:
+def forbidden_imports(package: Path, forbidden: set[str] = FORBIDDEN_IN_AGENTS) -> list[str]:
     out = []
     for path in sorted(package.rglob("*.py")):
         for module in sorted(imported_modules(path.read_text())):
-            if module.split(".")[0] in FORBIDDEN_IN_AGENTS:
+            if module.split(".")[0] in forbidden:
                 out.append(f"{path.relative_to(package.parent)}: imports {module}")
     return out
 
@@ -76,6 +80,11 @@ def test_import_checker_finds_planted_imports(tmp_path: Path) -> None:
 def test_agent_code_imports_nothing_from_the_controller() -> None:
     assert len(list(AGENT_PACKAGE.rglob("*.py"))) >= 10, "agents/kvagent moved? this test would check nothing"
     assert forbidden_imports(AGENT_PACKAGE) == []
+
+
+def test_load_code_imports_nothing_from_the_controller_or_the_agents() -> None:
+    assert len(list(LOAD_PACKAGE.rglob("*.py"))) >= 8, "loadtests/kvload moved? this test would check nothing"
+    assert forbidden_imports(LOAD_PACKAGE, FORBIDDEN_IN_LOAD) == []
 
 
 def test_agent_wheel_holds_only_kvagent(tmp_path: Path) -> None:
@@ -182,9 +191,11 @@ def _fake_make_tree(tmp_path: Path) -> Path:
     their arguments; the fake pytest exits with $FAKE_PYTEST_RC."""
     tree = tmp_path / "tree"
     (tree / "agents").mkdir(parents=True)
+    (tree / "loadtests").mkdir()
     (tree / "tools").mkdir()
     shutil.copy(ROOT / "Makefile", tree / "Makefile")
-    for name in ("pyproject.toml", "agents/pyproject.toml", "agents/constraints.txt"):
+    for name in ("pyproject.toml", "agents/pyproject.toml", "agents/constraints.txt", "loadtests/pyproject.toml",
+                 "loadtests/constraints.txt"):
         (tree / name).write_text("")
         os.utime(tree / name, (1_000_000_000, 1_000_000_000))
     bin_dir = tree / ".venv" / "bin"
@@ -208,7 +219,7 @@ def test_make_test_runs_every_suite_and_lints_src(tmp_path: Path) -> None:
     ruff = next(c for c in calls if c.startswith("ruff check "))
     assert {"agents", "src", "tests", "tools"} <= set(ruff.split()[2:]), ruff
     suites = {arg for c in calls if c.startswith("pytest ") for arg in c.split() if arg.startswith("tests/")}
-    assert {"tests/unit", "tests/ansible", "tests/integration"} <= suites, calls
+    assert {"tests/unit", "tests/ansible", "tests/integration", "tests/load"} <= suites, calls
     assert calls[-1] == "molecule-all WITH_LAB_TESTS=1", calls
 
 

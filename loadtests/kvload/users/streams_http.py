@@ -20,6 +20,8 @@ PAYLOAD_BYTES = int(os.environ.get("KVT_LOCUST_PAYLOAD", "64"))
 
 
 class StreamsRequestUser(FastHttpUser):
+    """Streams workload over HTTP: one request/response round trip through an agent's ingress per task."""
+
     wait_time = constant_throughput(RATE_PER_USER)
 
     @task
