@@ -5,7 +5,7 @@ set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get)" >&2; exit 2; }
 
 packages=(systemd-container debootstrap nftables iproute2 openssh-client rsync python3-venv
-          redis-server redis-tools nats-server chrony)
+          redis-server redis-tools nats-server chrony chromium)
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.binaries import unavailable
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
@@ -80,7 +81,10 @@ def run_locust(
         str(hdr_file),
         "--exit-code-on-error",
         "0",
-        *(["--processes", str(processes)] if processes else []),
+        # --processes runs a master and workers on this machine: a port of its own, so two tests side by side
+        # never share a master (Locust's default 5557 would let one test's workers join the other's run)
+        *(["--processes", str(processes), "--master-bind-port", str(port := free_port()), "--master-port", str(port)]
+          if processes else []),
         *extra,
         *user_classes,
     ]
