@@ -35,6 +35,7 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from kvload.plugin import PreflightError, fail
+from kvload.stats import recorder
 from kvload.users.workloads.common import one_line
 from kvload.users.workloads.expiry import ExpiryKeysUser, ExpirySettings
 from kvload.webui.figures import AgentReading, agent_urls, collect, read_agents, row
@@ -49,6 +50,30 @@ COLUMNS = [
     {"key": "total", "title": "Since agent start"},
     {"key": "source", "title": "Source"},
 ]
+# The merged HdrHistograms (kvload.stats, the same figures as /hdr) as a tab of their own, in µs
+HDR_KEY = "hdr"
+HDR_COLUMNS = [
+    {"key": "request", "title": "Request"},
+    {"key": "count", "title": "Count"},
+    {"key": "p50_us", "title": "p50 µs"},
+    {"key": "p90_us", "title": "p90 µs"},
+    {"key": "p99_us", "title": "p99 µs"},
+    {"key": "p99.9_us", "title": "p99.9 µs"},
+    {"key": "max_us", "title": "max µs"},
+    {"key": "lag_p99_us", "title": "send lag p99 µs"},
+]
+
+
+def hdr_rows(environment: Environment) -> list[dict[str, Any]]:
+    rec = recorder(environment)
+    rec.flush()
+    body = rec.store.as_json()
+    lag = body.get("send_lag") or {}
+    rows = []
+    for name, h in [*(body.get("requests") or {}).items(), ("Aggregated", body.get("aggregated") or {})]:
+        if h.get("count"):
+            rows.append({"request": name, **h, "lag_p99_us": (lag.get(name) or {}).get("p99_us", "")})
+    return rows
 
 
 @events.init_command_line_parser.add_listener
@@ -100,8 +125,14 @@ def install(environment: Environment) -> WorkloadTab:
     assert web_ui is not None
     tab = WorkloadTab(environment)
     environment.kvt_workload_tab = tab  # type: ignore[attr-defined]
-    web_ui.template_args["extended_tabs"] = [{"title": "Workload", "key": TAB_KEY}]
-    web_ui.template_args["extended_tables"] = [{"key": TAB_KEY, "structure": COLUMNS}]
+    web_ui.template_args["extended_tabs"] = [
+        {"title": "Workload", "key": TAB_KEY},
+        {"title": "Latency (HDR, µs)", "key": HDR_KEY},
+    ]
+    web_ui.template_args["extended_tables"] = [
+        {"key": TAB_KEY, "structure": COLUMNS},
+        {"key": HDR_KEY, "structure": HDR_COLUMNS},
+    ]
     app = web_ui.app
     auth = web_ui.auth_required_if_enabled
 
@@ -118,8 +149,9 @@ def install(environment: Environment) -> WorkloadTab:
         body = response.get_json(silent=True)
         if not isinstance(body, dict):
             return response
-        extended = [e for e in body.get("extended_stats") or [] if e.get("key") != TAB_KEY]
+        extended = [e for e in body.get("extended_stats") or [] if e.get("key") not in (TAB_KEY, HDR_KEY)]
         extended.append({"key": TAB_KEY, "data": tab.figures()["rows"]})
+        extended.append({"key": HDR_KEY, "data": hdr_rows(environment)})
         body["extended_stats"] = extended
         response.set_data(json.dumps(body))
         return response

@@ -241,6 +241,16 @@ def test_seed_000_runs_from_the_form_and_the_workload_tab_shows_the_audit(
         header = "(document.querySelector('header') || document.body).innerText"
         wait_until(lambda: "STOPPED" in str(tools.js(header)).upper(), 15, 0.25, "the run stopped by itself")
         stats = json.loads(tools.js("fetch('/stats/requests').then(r => r.text())"))
+
+        def hdr_tab() -> dict[tuple[str, str], list[str]] | None:
+            tools.js(
+                "(() => { const t = [...document.querySelectorAll('[role=tab]')]"
+                ".find(t => t.innerText.trim().toLowerCase().startsWith('latency (hdr')); if (t) t.click(); })()"
+            )
+            rows = {(r[0], ""): r for r in (table(tools) or {}).values()}
+            return rows if ("SET expiry", "") in rows else None
+
+        hdr_rows = wait_until(hdr_tab, 10, 0.2, "the HDR tab's SET expiry row")
         locust_figures = json.loads(tools.js("fetch('/workload').then(r => r.text())"))
         ledger_audit = _agents_audit(ledger)
         summaries = {p.name: p.summary() for p in procs}
@@ -271,6 +281,9 @@ def test_seed_000_runs_from_the_form_and_the_workload_tab_shows_the_audit(
     assert ledger_audit["generated"] == KEYS and ledger_audit["lost"] == 0 and ledger_audit["processed_twice"] == 0
     assert stats["state"] == "stopped"
     assert locust_figures["expiry"]["audit"]["generated"] == KEYS and locust_figures["expiry"]["phase"] == "final"
+    # the HDR tab: every SET counted, percentiles in whole µs
+    hdr_set = hdr_rows[("SET expiry", "")]
+    assert hdr_set[1] == str(KEYS) and all(cell.isdigit() for cell in hdr_set[2:7]), hdr_set
     assert "Traceback" not in log_path.read_text(errors="replace")
 
 
