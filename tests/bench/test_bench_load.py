@@ -1,0 +1,201 @@
+"""Load-generator benchmarks (`make bench`): kvload's Locust users against the reference tools, side by side.
+
+One redis-server on one CPU, every client on the other (tests/support/placement.py), the same connection count:
+
+- throughput: redis-benchmark GET at pipeline depth 1 and 16 against KvGetUser (one Locust process, users sharing
+  the same number of auto-pipelined connections), interleaved for ROUNDS rounds; target >= 0.5x at both depths;
+- latency below saturation: redis-benchmark -c 1 (closed loop: its rate is what one connection does) gives a rate
+  and a p50; KvGetUser then offers half that rate open loop (--kvt-rate) and its HDR p50 must be within 25 % of
+  redis-benchmark's (or below it);
+- NATS: NatsPublishUser against a bare nats-py loop publishing as fast as it can (figure only, no target: the
+  bridge adds a thread hop per batch);
+- memory: a Locust worker's peak RSS (VmHWM) over the throughput run.
+
+Printed lines start with "BENCH" (run with -s). A ratio is measured in one run, never against a figure from another.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support.binaries import require
+from tests.support.locustrun import LOCUSTFILE, locust_binary
+from tests.support.placement import Placement
+from tests.support.servers import NatsServer, RedisServer, nats_server_binary
+
+pytestmark = pytest.mark.bench
+
+CONNECTIONS = 50
+USERS = 200
+ROUNDS = 3
+SECONDS = 6
+MIN_RATIO = 0.5
+P50_TOLERANCE = 1.25
+
+
+@pytest.fixture(scope="module")
+def placement() -> Placement:
+    return Placement()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, placement: Placement) -> Iterator[RedisServer]:
+    binary = require(shutil.which("redis-server"), "redis-server")
+    srv = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    srv.argv = placement.server_argv(srv.argv)
+    srv.start()
+    srv.client().set("kvt:load:0", "x" * 3)
+    yield srv
+    srv.stop()
+
+
+def redis_benchmark(port: int, placement: Placement, clients: int, pipeline: int, requests: int) -> dict[str, float]:
+    tool = require(shutil.which("redis-benchmark"), "redis-benchmark")
+    argv = [tool, "-h", "127.0.0.1", "-p", str(port), "-c", str(clients), "-P", str(pipeline), "-t", "get"]
+    argv += ["-n", str(requests), "--csv"]
+    out = subprocess.run(placement.client_argv(argv), capture_output=True, text=True, timeout=300, check=True).stdout
+    row = next(csv.DictReader(io.StringIO(out)))
+    return {"rps": float(row["rps"]), "p50_us": float(row["p50_latency_ms"]) * 1000}
+
+
+def locust_get(
+    workdir: Path,
+    port: int,
+    placement: Placement,
+    *,
+    users: int,
+    connections: int,
+    pipeline: int = 1,
+    rate: str = "",
+    seconds: float = SECONDS,
+) -> dict[str, float]:
+    """One headless Locust process (KvGetUser) on the clients' CPU; throughput, HDR p50, peak RSS."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [str(locust_binary()), "-f", str(LOCUSTFILE), "--host", f"redis://127.0.0.1:{port}", "--headless"]
+    argv += ["-u", str(users), "-r", str(users), "-t", f"{seconds:g}s", "--only-summary", "--stop-timeout", "5"]
+    argv += ["--json-file", str(workdir / "locust"), "--kvt-hdr-out", str(workdir / "hdr.json")]
+    argv += ["--kvt-connections", str(connections), "--kvt-pipeline", str(pipeline), "--kvt-keys", "1"]
+    if rate:
+        argv += ["--kvt-rate", rate]
+    proc = subprocess.Popen(placement.client_argv([*argv, "KvGetUser"]), cwd=workdir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    peak_rss = 0
+    ps = psutil.Process(proc.pid)
+    deadline = time.monotonic() + seconds + 60
+    # sample the generator's RSS while it runs (monitoring, not synchronisation: the process ends by itself)
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            peak_rss = max(peak_rss, ps.memory_info().rss)
+        except psutil.Error:
+            break
+        time.sleep(0.25)
+    _, err = proc.communicate(timeout=max(deadline - time.monotonic(), 1))
+    assert proc.returncode == 0, err[-2000:]
+    stats = {e["name"]: e for e in json.loads((workdir / "locust.json").read_text())}
+    kv = stats["kv"]
+    elapsed = kv["last_request_timestamp"] - kv["start_time"]
+    hdr = json.loads((workdir / "hdr.json").read_text())["requests"]["GET kv"]
+    assert kv["num_failures"] == 0
+    return {"rps": kv["num_requests"] / elapsed, "p50_us": hdr["p50_us"], "rss_mb": peak_rss / 2**20}
+
+
+@pytest.mark.parametrize("pipeline", [1, 16])
+def test_kv_throughput_against_redis_benchmark(
+    server: RedisServer, placement: Placement, tmp_path: Path, pipeline: int
+) -> None:
+    print(f"\nBENCH {placement.describe()}")
+    bench, ours, rss = [], [], []
+    for i in range(ROUNDS):  # interleaved: drift in the machine's load hits both sides alike
+        requests = 400_000 if pipeline == 1 else 4_000_000
+        bench.append(redis_benchmark(server.port, placement, CONNECTIONS, pipeline, requests)["rps"])
+        run = locust_get(tmp_path / f"r{i}", server.port, placement, users=USERS, connections=CONNECTIONS,
+                         pipeline=pipeline)  # fmt: skip
+        ours.append(run["rps"])
+        rss.append(run["rss_mb"])
+    ratio = statistics.median(ours) / statistics.median(bench)
+    print(f"BENCH kv GET P{pipeline}: redis-benchmark -c {CONNECTIONS} {statistics.median(bench):,.0f}/s "
+          f"(rounds {', '.join(f'{b:,.0f}' for b in bench)}); Locust KvGetUser {USERS} users over {CONNECTIONS} "
+          f"connections, 1 process {statistics.median(ours):,.0f}/s (rounds {', '.join(f'{o:,.0f}' for o in ours)}); "
+          f"ratio x{ratio:.2f} (target >= x{MIN_RATIO}); Locust peak RSS {max(rss):.1f} MB")  # fmt: skip
+    assert ratio >= MIN_RATIO
+
+
+def test_kv_p50_below_saturation_against_redis_benchmark(
+    server: RedisServer, placement: Placement, tmp_path: Path
+) -> None:
+    ref = [redis_benchmark(server.port, placement, 1, 1, 50_000) for _ in range(ROUNDS)]
+    ref_rps = statistics.median(r["rps"] for r in ref)
+    ref_p50 = statistics.median(r["p50_us"] for r in ref)
+    rate = int(ref_rps / 2)
+    ours = [
+        locust_get(tmp_path / f"p{i}", server.port, placement, users=8, connections=1,
+                   rate=f"constant:rate={rate},for={SECONDS}")["p50_us"]  # fmt: skip
+        for i in range(ROUNDS)
+    ]
+    p50 = statistics.median(ours)
+    print(f"\nBENCH kv GET p50 below saturation: redis-benchmark -c 1 {ref_rps:,.0f}/s p50 {ref_p50:.0f} us; "
+          f"Locust KvGetUser open loop at {rate:,}/s over 1 connection p50 {p50:.0f} us "
+          f"(rounds {', '.join(f'{o:.0f}' for o in ours)}); x{p50 / ref_p50:.2f} (target <= x{P50_TOLERANCE})")  # fmt: skip
+    assert p50 <= ref_p50 * P50_TOLERANCE
+
+
+BARE_NATS = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    import nats
+    async def main(url, seconds, size):
+        nc = await nats.connect(url)
+        payload, n = b"x" * size, 0
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            for _ in range(100):
+                await nc.publish("kvt.bench", payload)
+            n += 100
+        await nc.flush()
+        elapsed = seconds + (time.perf_counter() - end)
+        await nc.close()
+        print(n / elapsed)
+    asyncio.run(main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3])))
+    """
+)
+
+
+def test_nats_publish_against_a_bare_nats_py_loop(tmp_path: Path, placement: Placement) -> None:
+    binary = require(nats_server_binary(), "nats-server")
+    srv = NatsServer(binary, tmp_path / "nats")
+    srv.argv = placement.server_argv(srv.argv)
+    srv.start()
+    try:
+        bare, ours = [], []
+        for i in range(ROUNDS):
+            out = subprocess.run(placement.client_argv([sys.executable, "-c", BARE_NATS, srv.url, str(SECONDS), "128"]),
+                                 capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+            bare.append(float(out.stdout.strip()))
+            work = tmp_path / f"n{i}"
+            work.mkdir()
+            argv = [str(locust_binary()), "-f", str(LOCUSTFILE), "--host", srv.url, "--headless", "-u", "50"]
+            argv += ["-r", "50", "-t", f"{SECONDS}s", "--only-summary", "--stop-timeout", "5", "--json-file"]
+            argv += [str(work / "locust"), "--kvt-payload-size", "128", "NatsPublishUser"]
+            subprocess.run(placement.client_argv(argv), cwd=work, capture_output=True, timeout=120, check=True)
+            entry = json.loads((work / "locust.json").read_text())[0]
+            ours.append(entry["num_requests"] / (entry["last_request_timestamp"] - entry["start_time"]))
+    finally:
+        srv.stop()
+    ratio = statistics.median(ours) / statistics.median(bare)
+    print(f"\nBENCH nats publish 128 B: bare nats-py loop {statistics.median(bare):,.0f}/s "
+          f"(rounds {', '.join(f'{b:,.0f}' for b in bare)}); Locust NatsPublishUser 50 users, 1 process "
+          f"{statistics.median(ours):,.0f}/s (rounds {', '.join(f'{o:,.0f}' for o in ours)}); x{ratio:.2f}")  # fmt: skip
+    assert statistics.median(ours) > 0
