@@ -11,23 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-import websocket
 from kvagent.workloads.expiry.ledger import Ledger
 
 from tests.support.agentproc import AgentProcess
-from tests.support.binaries import require
+from tests.support.browser import DevTools, chromium, end_group
 from tests.support.locustrun import LOCUSTFILE, locust_binary
 from tests.support.servers import LOOPBACK, NatsServer, RedisServer, free_port, wait_port
 from tests.support.wait import wait_until
@@ -38,97 +34,10 @@ KEYS, TTL_MS, DELAY_MS, USERS = 200, 500, 5, 4
 RUN_ID = "webui"
 PASSWORD = "kvt-ui-test-password"
 
-# Sets a React-rendered input the way typing does: the native value setter, then the events React listens to.
-SET_INPUT = """(name, value) => {
-  const el = document.querySelector(`input[name="${name}"]`);
-  if (!el) return false;
-  Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set.call(el, value);
-  el.dispatchEvent(new Event('input', {bubbles: true}));
-  el.dispatchEvent(new Event('change', {bubbles: true}));
-  return true;
-}"""
-
-
-class DevTools:
-    """The few DevTools protocol calls the test needs, over one page's websocket (websocket-client, which Locust's
-    python-socketio[client] dependency installs)."""
-
-    def __init__(self, ws_url: str) -> None:
-        self.ws = websocket.create_connection(ws_url, timeout=15, suppress_origin=True)
-        self.next_id = 0
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:  # events in between are not needed
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg["result"]
-
-    def js(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"{expression[:80]}: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def set_input(self, name: str, value: str) -> None:
-        assert self.js(f"({SET_INPUT})({json.dumps(name)}, {json.dumps(value)})"), f"no input named {name}"
-
-    def text(self) -> str:
-        return str(self.js("document.body ? document.body.innerText : ''"))
-
-    def close(self) -> None:
-        self.ws.close()
-
-
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[DevTools]:
-    binary = require(
-        shutil.which("chromium") or shutil.which("chromium-browser"), "chromium", "apt-get install chromium"
-    )
-    profile = tmp_path / "chromium"
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--headless=new",
-            "--no-sandbox",  # the tests run as root in CI
-            "--disable-gpu",
-            "--window-size=1400,1000",  # wide enough for the header to show the status (narrow pages fold it away)
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",  # Chromium picks one and writes it to DevToolsActivePort
-            f"--user-data-dir={profile}",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its helper processes share the group: all are ended together
-    )
-    tools: DevTools | None = None
-    try:
-        port_file = profile / "DevToolsActivePort"
-        wait_until(lambda: port_file.exists() and len(port_file.read_text().split()) >= 2, 30, 0.1, "chromium")
-        port = port_file.read_text().split()[0]
-        pages = json.loads(urllib.request.urlopen(f"http://{LOOPBACK}:{port}/json/list", timeout=5).read())
-        tools = DevTools(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
+    with chromium(tmp_path) as tools:
         yield tools
-    finally:
-        if tools is not None:
-            tools.close()
-        _end_group(proc)
-
-
-def _end_group(proc: subprocess.Popen[Any]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def expiry_agents(tmp_path: Path, target: RedisServer, ledger: RedisServer, nats: NatsServer) -> list[AgentProcess]:
@@ -255,7 +164,7 @@ def test_seed_000_runs_from_the_form_and_the_workload_tab_shows_the_audit(
         ledger_audit = _agents_audit(ledger)
         summaries = {p.name: p.summary() for p in procs}
     finally:
-        _end_group(locust)
+        end_group(locust)
         for p in procs:
             p.kill()
 
