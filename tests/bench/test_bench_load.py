@@ -141,14 +141,22 @@ def test_kv_p50_below_saturation_against_redis_benchmark(
     ref_p50 = statistics.median(r["p50_us"] for r in ref)
     rate = int(ref_rps / 2)
     ours = [
-        locust_get(tmp_path / f"p{i}", server.port, placement, users=8, connections=1,
-                   rate=f"constant:rate={rate},for={SECONDS}")["p50_us"]  # fmt: skip
+        locust_get(
+            tmp_path / f"p{i}",
+            server.port,
+            placement,
+            users=8,
+            connections=1,
+            rate=f"constant:rate={rate},for={SECONDS}",
+        )["p50_us"]  # fmt: skip
         for i in range(ROUNDS)
     ]
     p50 = statistics.median(ours)
-    print(f"\nBENCH kv GET p50 below saturation: redis-benchmark -c 1 {ref_rps:,.0f}/s p50 {ref_p50:.0f} us; "
-          f"Locust KvGetUser open loop at {rate:,}/s over 1 connection p50 {p50:.0f} us "
-          f"(rounds {', '.join(f'{o:.0f}' for o in ours)}); x{p50 / ref_p50:.2f} (target <= x{P50_TOLERANCE})")  # fmt: skip
+    print(
+        f"\nBENCH kv GET p50 below saturation: redis-benchmark -c 1 {ref_rps:,.0f}/s p50 {ref_p50:.0f} us; "
+        f"Locust KvGetUser open loop at {rate:,}/s over 1 connection p50 {p50:.0f} us "
+        f"(rounds {', '.join(f'{o:.0f}' for o in ours)}); x{p50 / ref_p50:.2f} (target <= x{P50_TOLERANCE})"
+    )
     assert p50 <= ref_p50 * P50_TOLERANCE
 
 
@@ -195,7 +203,9 @@ def test_nats_publish_against_a_bare_nats_py_loop(tmp_path: Path, placement: Pla
     finally:
         srv.stop()
     ratio = statistics.median(ours) / statistics.median(bare)
-    print(f"\nBENCH nats publish 128 B: bare nats-py loop {statistics.median(bare):,.0f}/s "
-          f"(rounds {', '.join(f'{b:,.0f}' for b in bare)}); Locust NatsPublishUser 50 users, 1 process "
-          f"{statistics.median(ours):,.0f}/s (rounds {', '.join(f'{o:,.0f}' for o in ours)}); x{ratio:.2f}")  # fmt: skip
+    print(
+        f"\nBENCH nats publish 128 B: bare nats-py loop {statistics.median(bare):,.0f}/s "
+        f"(rounds {', '.join(f'{b:,.0f}' for b in bare)}); Locust NatsPublishUser 50 users, 1 process "
+        f"{statistics.median(ours):,.0f}/s (rounds {', '.join(f'{o:,.0f}' for o in ours)}); x{ratio:.2f}"
+    )
     assert statistics.median(ours) > 0

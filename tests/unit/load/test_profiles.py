@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from kvload.profiles import ProfileError, parse
 
 

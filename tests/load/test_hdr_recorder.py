@@ -5,11 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
+from kvload.stats import HdrStore, recorder
 from locust import User
 from locust.env import Environment
 from locust.stats import StatsEntry
-
-from kvload.stats import HdrStore, recorder
 
 
 class _NoUser(User):

@@ -6,7 +6,6 @@ import random
 import time
 
 import gevent
-
 from kvload.pacing import EARLY_NS, Pacer
 from kvload.profiles import parse
 
