@@ -208,13 +208,7 @@ class Bridge:
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> gevent.event.AsyncResult:
         """Start coro on the loop; its result (or exception) arrives in the returned AsyncResult."""
-        call = _Call()
-        try:
-            self.call_soon(self._start, coro, call)
-        except BridgeClosed:
-            coro.close()
-            raise
-        return call.result
+        return self._submit(coro).result
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
         """Run coro on the loop and block this greenlet (only) until it finishes; its exception is raised here.
@@ -222,12 +216,7 @@ class Bridge:
         timeout_s: TimeoutError after that long, and the task is cancelled. A greenlet killed while waiting
         (Locust stopping a user) cancels its task too.
         """
-        call = _Call()
-        try:
-            self.call_soon(self._start, coro, call)
-        except BridgeClosed:
-            coro.close()
-            raise
+        call = self._submit(coro)
         try:
             call.result.wait(timeout_s)
             if not call.result.ready():
@@ -236,6 +225,16 @@ class Bridge:
         finally:
             if not call.result.ready() and self.running:
                 self.call_soon(self._cancel, call)
+
+    def _submit(self, coro: Coroutine[Any, Any, Any]) -> _Call:
+        """Hand coro to the loop; a closed bridge closes it unrun (no "never awaited" warning) and raises."""
+        call = _Call()
+        try:
+            self.call_soon(self._start, coro, call)
+        except BridgeClosed:
+            coro.close()
+            raise
+        return call
 
     def _start(self, coro: Coroutine[Any, Any, Any], call: _Call) -> None:
         assert self.loop is not None

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import chromium
+from tests.support.browser import chromium, click_start, click_tab, fetch_json, login, run_stopped, table_rows
+from tests.support.expiry_agents import lossless_run_cells
 from tests.support.lab import kvtestbed, run_playbook, ssh
 from tests.support.wait import wait_until
 
@@ -138,44 +139,27 @@ def test_seed_000_from_the_web_ui_in_the_lab(lab, tmp_path: Path) -> None:
     password = (lab["secrets"] / "locust-web-password").read_text().strip()
     url = f"http://{HOSTS['ld-2']}:8089"
     with chromium(tmp_path) as tools:
-        tools.call("Page.navigate", url=f"{url}/")
-        wait_until(lambda: tools.js("!!document.querySelector('input[name=password]')"), 30, 0.2, "the login page")
-        tools.set_input("username", "admin")
-        tools.set_input("password", password)
-        tools.js("document.querySelector('button[type=submit]').click()")
-        wait_until(lambda: tools.js("!!document.querySelector('input[name=kvtExpiryKeys]')"), 30, 0.2, "the form")
+        login(tools, url, "admin", password, "input[name=kvtExpiryKeys]", timeout_s=30)
 
         def workers() -> int:
-            stats = json.loads(tools.js("fetch('/stats/requests').then(r => r.text())"))
-            return int(stats.get("worker_count", 0))
+            return int(fetch_json(tools, "/stats/requests").get("worker_count", 0))
 
         assert wait_until(lambda: workers() == 2, 30, 0.5, "both workers connected")
         for name, value in (("userCount", USERS), ("spawnRate", USERS), ("kvtExpiryKeys", KEYS),
                             ("kvtExpiryTtlMs", TTL_MS), ("kvtExpiryDelayMs", DELAY_MS)):  # fmt: skip
             tools.set_input(name, str(value))
-        tools.js("[...document.querySelectorAll('button[type=submit]')].find(b => /start/i.test(b.innerText)).click()")
+        click_start(tools)
 
         def workload_rows() -> dict[tuple[str, str], str] | None:
-            tools.js(
-                "(() => { const t = [...document.querySelectorAll('[role=tab]')]"
-                ".find(t => t.innerText.trim().toLowerCase() === 'workload'); if (t) t.click(); })()"
-            )
-            rows = tools.js(
-                "[...document.querySelectorAll('table tbody tr')].map(tr => [...tr.cells].map(td => td.innerText))"
-            )
-            cells = {(r[0], r[1]): r[2] for r in rows or [] if len(r) >= 3}
+            click_tab(tools, "workload")
+            cells = {key: row[2] for key, row in table_rows(tools).items()}
             return cells if cells.get(("expiry run", "phase")) == "final" else None
 
         cells = wait_until(workload_rows, 180, 1.0, "the final audit in the Workload tab")
-        header = "(document.querySelector('header') || document.body).innerText"
-        wait_until(lambda: "STOPPED" in str(tools.js(header)).upper(), 30, 0.5, "the run stopped by itself")
+        wait_until(lambda: run_stopped(tools), 30, 0.5, "the run stopped by itself")
     shown = {f"{s}: {f}": v for (s, f), v in cells.items() if s in ("expiry run", "ledger audit")}
     print("\nLAB WEBUI", json.dumps(shown))
-    assert cells[("expiry run", "keys requested")] == str(KEYS)
-    assert cells[("expiry run", "TTL ms")] == str(TTL_MS)
-    assert cells[("ledger audit", "generated")] == str(KEYS)
-    assert cells[("ledger audit", "consumed (processed keys)")] == str(KEYS)
-    assert cells[("ledger audit", "lost")] == "0"
-    assert cells[("ledger audit", "processed twice (keys)")] == "0"
+    expected = lossless_run_cells(KEYS, TTL_MS)
+    assert {key: cells.get(key) for key in expected} == expected
     shares = [int(cells[(f"worker {w}", "processed")]) for w in ("w1", "w2")]
     assert sum(shares) == KEYS

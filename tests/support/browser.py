@@ -111,3 +111,51 @@ def end_group(proc: subprocess.Popen[Any]) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+# -- Locust's web UI: the steps its tests share ---------------------------------------------------------------------
+
+
+def login(tools: DevTools, url: str, user: str, password: str, ready: str, timeout_s: float = 20) -> None:
+    """Open url, log in through kvload's login page and wait for the selector `ready` on the page behind it."""
+    tools.call("Page.navigate", url=f"{url}/")
+    wait_until(lambda: tools.js("!!document.querySelector('input[name=password]')"), timeout_s, 0.1, "the login page")
+    tools.set_input("username", user)
+    tools.set_input("password", password)
+    tools.js("document.querySelector('button[type=submit]').click()")
+    selector = json.dumps(ready)
+    wait_until(lambda: tools.js(f"!!document.querySelector({selector})"), timeout_s, 0.1, f"{ready} after login")
+
+
+def click_start(tools: DevTools) -> None:
+    """The start form's submit button (its label says start)."""
+    tools.js("[...document.querySelectorAll('button[type=submit]')].find(b => /start/i.test(b.innerText)).click()")
+
+
+def click_tab(tools: DevTools, title: str, *, prefix: bool = False) -> bool:
+    """Click the tab titled `title` (case-insensitive; with prefix, the first whose title starts so); False: none."""
+    wanted = json.dumps(title.lower())
+    test = f"name.startsWith({wanted})" if prefix else f"name === {wanted}"
+    return bool(
+        tools.js(
+            "(() => { const t = [...document.querySelectorAll('[role=tab]')]"
+            f".find(t => {{ const name = t.innerText.trim().toLowerCase(); return {test}; }});"
+            " if (t) t.click(); return !!t; })()"
+        )
+    )
+
+
+def table_rows(tools: DevTools) -> dict[tuple[str, str], list[str]]:
+    """The shown table's rows of 3 cells or more, by their first two cells: (section, figure) -> the row's cells."""
+    rows = tools.js("[...document.querySelectorAll('table tbody tr')].map(tr => [...tr.cells].map(td => td.innerText))")
+    return {(r[0], r[1]): r for r in rows or [] if len(r) >= 3}
+
+
+def fetch_json(tools: DevTools, path: str) -> Any:
+    """GET path from the page (with its login cookie) as JSON."""
+    return json.loads(tools.js(f"fetch({json.dumps(path)}).then(r => r.text())"))
+
+
+def run_stopped(tools: DevTools) -> bool:
+    """Locust's header shows the run's state STOPPED."""
+    return "STOPPED" in str(tools.js("(document.querySelector('header') || document.body).innerText")).upper()

@@ -13,6 +13,7 @@ asyncio-only, Locust is gevent. Request names: NATS publish, NATS request, JS pu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -22,8 +23,9 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import gevent
@@ -40,6 +42,7 @@ from kvload.users.base import KvtUser
 __all__ = ["JetStreamPublishUser", "NatsPublishUser", "NatsRequestUser", "PipelineEventUser"]
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 ECHO_QUEUE = "kvt-load-echo"
 CONNECT_TIMEOUT_S = 10.0
@@ -560,6 +563,8 @@ def _ensure_stream(
 
 
 class _NatsUser(KvtUser):
+    """One request per task: the connection and settings first (_ready), then the subclass's _send."""
+
     abstract = True
     request_type = "NATS"
     name = ""
@@ -568,17 +573,30 @@ class _NatsUser(KvtUser):
         self.settings: Settings | None = None
         self.client: NatsClient | None = None
 
-    def _ready(self) -> NatsClient | None:
-        """The shared connection, or None after recording why not (then the user retries a little later)."""
+    @task
+    def send(self) -> None:
+        ready = self._ready()
+        if ready is not None:
+            self._send(*ready)
+
+    def _send(self, client: NatsClient, settings: Settings) -> None:
+        raise NotImplementedError
+
+    def _ready(self) -> tuple[NatsClient, Settings] | None:
+        """The shared connection and the run's settings, or None after recording why not (then the user retries a
+        little later)."""
         if self.client is not None and self.client.nc is not None:
-            return self.client
+            assert self.settings is not None  # parsed before the client was made
+            return self.client, self.settings
         t0 = time.perf_counter_ns()
         try:
-            self.settings = Settings.parse(self.environment.parsed_options)
+            settings = self.settings = Settings.parse(self.environment.parsed_options)
             s = session(self.environment)
-            self.client = s.client(s.target())
+            client = s.client(s.target())
             self._prepare(s)
-            return self.client
+            # kept only once the set-up is complete: a responder that failed to start is tried again next time
+            self.client = client
+            return client, settings
         except (PreflightError, NatsConnectError) as exc:
             self.failed(self.request_type, self.name, t0, str(exc))
             gevent.sleep(RETRY_AFTER_S)
@@ -587,9 +605,35 @@ class _NatsUser(KvtUser):
     def _prepare(self, s: NatsSession) -> None:
         """Per-process set-up beyond the connection (the echo responder)."""
 
-    def _payload(self) -> bytes:
+    @functools.cached_property
+    def body(self) -> bytes:
+        """This user's payload: --kvt-payload-size random bytes, made once (first used after _ready)."""
         assert self.settings is not None
         return random.randbytes(self.settings.payload_size)
+
+    def _answer(self, t0: int, call: Callable[..., R], *args: Any, **kwargs: Any) -> R | None:
+        """call(*args, **kwargs)'s answer, or None after recording what it raised as this request's failure."""
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - timeout, no responders, no stream, connection: the run's failures
+            self.failed(self.request_type, self.name, t0, exc)
+            return None
+
+    def _finish(self, t0: int, length: int, problem: str = "") -> None:
+        """The request answered: a success of length bytes, or a failure when its answer had a problem."""
+        if problem:
+            self.failed(self.request_type, self.name, t0, problem)
+        else:
+            self.ok(self.request_type, self.name, t0, length)
+
+    @classmethod
+    def preflight(cls, environment: Environment) -> None:
+        settings = Settings.parse(environment.parsed_options)
+        cls._check_server(environment, _connected(environment, settings), settings)
+
+    @classmethod
+    def _check_server(cls, environment: Environment, client: NatsClient, settings: Settings) -> None:
+        """Preflight beyond the connection and the payload size: what this user needs of the server."""
 
 
 class NatsPublishUser(_NatsUser):
@@ -610,23 +654,14 @@ class NatsPublishUser(_NatsUser):
     request_type = "NATS"
     name = "publish"
 
-    @task
-    def publish(self) -> None:
-        client = self._ready()
-        if client is None:
-            return
-        settings = self.settings
-        assert settings is not None
-        if not hasattr(self, "_body"):
-            self._body = self._payload()
-            self._sink = session(self.environment).sink("NATS", "publish")
-        for _ in range(settings.burst):
-            t0 = self.begin("NATS", "publish")
-            client.publish_nowait(settings.subject, self._body, t0, self._sink)
+    @functools.cached_property
+    def sink(self) -> _RecordSink:
+        return session(self.environment).sink(self.request_type, self.name)
 
-    @classmethod
-    def preflight(cls, environment: Environment) -> None:
-        _connected(environment, Settings.parse(environment.parsed_options))
+    def _send(self, client: NatsClient, settings: Settings) -> None:
+        for _ in range(settings.burst):
+            t0 = self.begin(self.request_type, self.name)
+            client.publish_nowait(settings.subject, self.body, t0, self.sink)
 
 
 class NatsRequestUser(_NatsUser):
@@ -646,32 +681,17 @@ class NatsRequestUser(_NatsUser):
         if self.settings.responder == "internal":
             s.ensure_responder(s.target(), self.settings.request_subject)
 
-    @task
-    def request(self) -> None:
-        client = self._ready()
-        if client is None:
-            return
-        settings = self.settings
-        assert settings is not None
-        if not hasattr(self, "_body"):
-            self._body = self._payload()
-        t0 = self.begin("NATS", "request")
-        try:
-            reply = client.request(settings.request_subject, self._body, settings.timeout_s)
-        except Exception as exc:  # noqa: BLE001 - NoResponders, timeout, connection: the run's failures
-            self.failed("NATS", "request", t0, exc)
-            return
-        if settings.responder == "internal" and reply.data != self._body:
-            self.failed("NATS", "request", t0, "the reply differs from the request")
-            return
-        self.ok("NATS", "request", t0, len(reply.data))
+    def _send(self, client: NatsClient, settings: Settings) -> None:
+        t0 = self.begin(self.request_type, self.name)
+        reply = self._answer(t0, client.request, settings.request_subject, self.body, settings.timeout_s)
+        if reply is not None:
+            differs = settings.responder == "internal" and reply.data != self.body
+            self._finish(t0, len(reply.data), "the reply differs from the request" if differs else "")
 
     @classmethod
-    def preflight(cls, environment: Environment) -> None:
+    def _check_server(cls, environment: Environment, client: NatsClient, settings: Settings) -> None:
         import nats.errors
 
-        settings = Settings.parse(environment.parsed_options)
-        client = _connected(environment, settings)
         if settings.responder == "external":
             try:
                 client.request(settings.request_subject, b"", settings.timeout_s, headers={PROBE_HEADER: "1"})
@@ -697,39 +717,19 @@ class JetStreamPublishUser(_NatsUser):
     request_type = "JS"
     name = "publish"
 
-    @task
-    def publish(self) -> None:
-        client = self._ready()
-        if client is None:
-            return
-        settings = self.settings
-        assert settings is not None
-        if not hasattr(self, "_body"):
-            self._body = self._payload()
-        t0 = self.begin("JS", "publish")
-        try:
-            ack = client.js_publish(settings.js_subject, self._body, settings.timeout_s)
-        except Exception as exc:  # noqa: BLE001 - timeout, no stream, connection: the run's failures
-            self.failed("JS", "publish", t0, exc)
-            return
-        if ack.stream != settings.js_stream:
-            self.failed("JS", "publish", t0, f"stored by stream {ack.stream}, not {settings.js_stream}")
-            return
-        self.ok("JS", "publish", t0, len(self._body))
+    def _send(self, client: NatsClient, settings: Settings) -> None:
+        t0 = self.begin(self.request_type, self.name)
+        ack = self._answer(t0, client.js_publish, settings.js_subject, self.body, settings.timeout_s)
+        if ack is not None:
+            expected = settings.js_stream
+            wrong = "" if ack.stream == expected else f"stored by stream {ack.stream}, not {expected}"
+            self._finish(t0, len(self.body), wrong)
 
     @classmethod
-    def preflight(cls, environment: Environment) -> None:
-        settings = Settings.parse(environment.parsed_options)
-        client = _connected(environment, settings)
-        _ensure_stream(
-            environment,
-            client,
-            settings,
-            settings.js_stream,
-            settings.js_subject,
-            "--kvt-js-stream/--kvt-js-subject",
-            max_age=LOAD_STREAM_MAX_AGE_S,
-        )
+    def _check_server(cls, environment: Environment, client: NatsClient, settings: Settings) -> None:
+        flags = "--kvt-js-stream/--kvt-js-subject"
+        stream, subject = settings.js_stream, settings.js_subject
+        _ensure_stream(environment, client, settings, stream, subject, flags, max_age=LOAD_STREAM_MAX_AGE_S)
 
 
 class PipelineEventUser(_NatsUser):
@@ -767,38 +767,19 @@ class PipelineEventUser(_NatsUser):
             return max(round(rng.uniform(s.threshold, s.amount_max), 2), round(s.threshold + 0.01, 2))
         return min(round(rng.uniform(s.amount_min, s.threshold), 2), s.threshold)
 
-    @task
-    def event(self) -> None:
-        client = self._ready()
-        if client is None:
-            return
-        s = self.settings
-        assert s is not None
-        t0 = self.begin("JS", "pipeline event")
-        msg_id = f"{s.pipeline_run_id}:{self.producer}:{self.seq}"
+    def _send(self, client: NatsClient, settings: Settings) -> None:
+        t0 = self.begin(self.request_type, self.name)
+        msg_id = f"{settings.pipeline_run_id}:{self.producer}:{self.seq}"
         self.seq += 1
         body = json.dumps({"id": msg_id, "amount": self.amount(), "ts_ns": time.time_ns()}).encode()
-        try:
-            ack = client.js_publish(s.pipeline_subject, body, s.timeout_s, headers={"Nats-Msg-Id": msg_id})
-        except Exception as exc:  # noqa: BLE001 - timeout, no stream, connection: the run's failures
-            self.failed("JS", "pipeline event", t0, exc)
-            return
-        if ack.duplicate:
-            self.failed("JS", "pipeline event", t0, f"the stream already had event {msg_id}")
-            return
-        self.ok("JS", "pipeline event", t0, len(body))
+        headers = {"Nats-Msg-Id": msg_id}
+        ack = self._answer(t0, client.js_publish, settings.pipeline_subject, body, settings.timeout_s, headers=headers)
+        if ack is not None:
+            self._finish(t0, len(body), f"the stream already had event {msg_id}" if ack.duplicate else "")
 
     @classmethod
-    def preflight(cls, environment: Environment) -> None:
-        settings = Settings.parse(environment.parsed_options)
-        client = _connected(environment, settings)
-        _ensure_stream(
-            environment,
-            client,
-            settings,
-            settings.pipeline_stream,
-            settings.pipeline_subject,
-            "--kvt-pipeline-stream/--kvt-pipeline-subject",
-            duplicate_window=PIPELINE_DUPLICATE_WINDOW_S,
-            max_age=PIPELINE_MAX_AGE_S,
-        )
+    def _check_server(cls, environment: Environment, client: NatsClient, settings: Settings) -> None:
+        flags = "--kvt-pipeline-stream/--kvt-pipeline-subject"
+        stream, subject = settings.pipeline_stream, settings.pipeline_subject
+        window, max_age = PIPELINE_DUPLICATE_WINDOW_S, PIPELINE_MAX_AGE_S
+        _ensure_stream(environment, client, settings, stream, subject, flags, duplicate_window=window, max_age=max_age)

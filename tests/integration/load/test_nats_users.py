@@ -22,6 +22,7 @@ from typing import Any
 
 import nats
 import pytest
+from nats.js.api import StreamInfo
 
 from tests.support.binaries import require
 from tests.support.locustrun import LocustResult, run_locust
@@ -280,41 +281,39 @@ def test_request_reply_with_an_external_responder(tmp_path: Path, nats_server: N
     assert responder.handled == n
 
 
-def test_jetstream_publish_counts_equal_the_streams_messages(tmp_path: Path, nats_server: NatsServer) -> None:
+def js_publish_counted(
+    tmp_path: Path, server: NatsServer, stream: str, extra: list[str], processes: int | None = None
+) -> StreamInfo:
+    """A JetStreamPublishUser run into `stream`: Locust's count equals the stream's messages and the master's log
+    line; returns the stream's info."""
     result = run_locust(
         tmp_path,
         "JetStreamPublishUser",
-        host=nats_server.url,
+        host=server.url,
         users=USERS,
         run_time_s=RUN_S,
-        extra=["--kvt-js-stream", "LOADTEST", "--kvt-js-subject", "kvt.lt.js", "--kvt-js-storage", "memory"],
+        processes=processes,
+        extra=extra,
     )
     n = counted(result, "JS publish")
-    info = on_nats(nats_server.url, lambda _nc, js: js.stream_info("LOADTEST"))
-    print(f"\nlocust {n} JS publishes, stream {info.state.messages} messages")
+    info = on_nats(server.url, lambda _nc, js: js.stream_info(stream))
+    print(f"\nlocust ({processes or 'no'} workers) {n} JS publishes, stream {info.state.messages} messages")
     assert info.state.messages == n
+    assert f"JetStream stream {stream} stored {n} messages during the run" in result.stderr
+    return info
+
+
+def test_jetstream_publish_counts_equal_the_streams_messages(tmp_path: Path, nats_server: NatsServer) -> None:
+    extra = ["--kvt-js-stream", "LOADTEST", "--kvt-js-subject", "kvt.lt.js", "--kvt-js-storage", "memory"]
+    info = js_publish_counted(tmp_path, nats_server, "LOADTEST", extra)
     assert str(getattr(info.config.storage, "value", info.config.storage)) == "memory" and info.config.subjects == [
         "kvt.lt.js"
     ]
-    assert f"JetStream stream LOADTEST stored {n} messages during the run" in result.stderr
 
 
 def test_two_worker_processes_and_a_master(tmp_path: Path, nats_server: NatsServer) -> None:
     # each worker has its own bridge and connection; the master only checks the target and counts the stream
-    result = run_locust(
-        tmp_path,
-        "JetStreamPublishUser",
-        host=nats_server.url,
-        users=USERS,
-        run_time_s=RUN_S,
-        processes=2,
-        extra=["--kvt-js-storage", "memory"],
-    )
-    n = counted(result, "JS publish")
-    info = on_nats(nats_server.url, lambda _nc, js: js.stream_info("KVT_LOAD"))
-    print(f"\nlocust (2 workers) {n} JS publishes, stream {info.state.messages} messages")
-    assert info.state.messages == n
-    assert f"JetStream stream KVT_LOAD stored {n} messages during the run" in result.stderr
+    js_publish_counted(tmp_path, nats_server, "KVT_LOAD", ["--kvt-js-storage", "memory"], processes=2)
 
 
 def test_pipeline_events_drive_the_pipeline_route_agents(

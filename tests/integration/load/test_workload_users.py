@@ -8,17 +8,13 @@ of ExpiryKeysUser as generated and processed once, none lost.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
-from kvagent.workloads.expiry.ledger import Ledger
 
-from tests.support.agentproc import AgentProcess
+from tests.support.expiry_agents import agents_audit, start_expiry_agents
 from tests.support.locustrun import run_locust
 from tests.support.servers import NatsServer, RedisServer, free_port
 from tests.support.wait import wait_until
@@ -115,45 +111,6 @@ def test_observer_listener_counts_every_locust_write(tmp_path: Path, redis_serve
     assert listener["notifications"] == writes and listener["missed"] == 0 and listener["duplicates"] == 0
     assert listener["unreadable"] == 0  # every value parsed in the observer's format
     assert listener["notify_latency"]["count"] == writes  # a one-way latency for every Locust write
-
-
-def agents_audit(ledger: RedisServer, run_id: str, grace_ms: int) -> dict[str, Any]:
-    """The expiry agents' own audit code (kvagent Ledger.audit) over the whole ledger of run_id."""
-
-    async def audit() -> dict[str, Any]:
-        client = aioredis.Redis(host=ledger.host, port=ledger.port, decode_responses=True)
-        try:
-            return (await Ledger(client, run_id).audit(int(time.time() * 1000), grace_ms)).as_dict()
-        finally:
-            await client.aclose()
-
-    return asyncio.run(audit())
-
-
-def start_expiry_agents(
-    tmp_path: Path, run_id: str, target: RedisServer, ledger: RedisServer, nats: NatsServer
-) -> list[AgentProcess]:
-    cfg = {
-        "run_id": run_id,
-        "ledger": ledger.endpoint(),
-        "target": {"mode": "nodes", "nodes": [target.endpoint()]},
-        "nats": {"servers": [nats.url]},
-        "stream": {"name": f"EXP_{run_id}", "subject": f"kvt.expiry.{run_id}", "duplicate_window_s": 60},
-    }
-    procs = [
-        AgentProcess("expiry", {**cfg, "role": "consumer", "consumer": {"name": f"c{i}"}}, tmp_path, name=f"c{i}")
-        for i in range(2)
-    ] + [
-        AgentProcess("expiry", {**cfg, "role": "worker", "worker": {"name": f"w{i}"}}, tmp_path, name=f"w{i}")
-        for i in range(2)
-    ]
-    for p in procs:
-        p.start(wait=False)
-    for p in procs:
-        p.wait_healthy()
-    for p in procs[:2]:  # events before a consumer subscribed would be lost by design
-        wait_until(lambda p=p: p.summary()["subscriptions"], 10, what=f"{p.name} subscribed")
-    return procs
 
 
 def test_expiry_keys_are_audited_by_the_agents_ledger(
