@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 import time
 
-import gevent
 from locust import User, constant
+from locust.exception import StopUser
 
 from kvload.pacing import Pacer
 from kvload.plugin import run_profile, run_t0_ns
@@ -36,9 +36,9 @@ class KvtUser(User):
             return time.perf_counter_ns()
         intended = self.pacer.wait()
         if intended is None:
-            # the profile has ended: the runner stops the run (kvload.plugin); idle until it does
-            gevent.sleep(3600)
-            return time.perf_counter_ns()
+            # the profile has ended: this user is done (the master ends the run, kvload.plugin); stopping here, not
+            # idling, lets a stop with --stop-timeout finish at once instead of waiting the timeout out
+            raise StopUser()
         sent = time.perf_counter_ns()
         if sent <= intended:
             self.recorder.lag(request_type, name, 0)
