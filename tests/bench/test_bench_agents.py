@@ -16,7 +16,6 @@ import contextlib
 import csv
 import io
 import shutil
-import socket
 import statistics
 import subprocess
 import time
@@ -31,6 +30,7 @@ import uvloop
 from tests.support.agentproc import AgentProcess
 from tests.support.binaries import require
 from tests.support.placement import Placement
+from tests.support.references import paced_get_us
 from tests.support.servers import (
     NatsServer,
     RedisServer,
@@ -89,31 +89,6 @@ def redis_benchmark_get_p50_us(port: int, placement: Placement, requests: int = 
     ).stdout
     rows = list(csv.DictReader(io.StringIO(out)))
     return float(rows[0]["p50_latency_ms"]) * 1000
-
-
-def paced_get_us(port: int, rate: int = OBSERVER_RATE, seconds: float = 3.0) -> tuple[float, float]:
-    """GET round trips from a minimal blocking client at the observer's pace (sleeping between requests).
-
-    redis-benchmark keeps client and server busy back to back; at 1,000 requests/s both sleep between
-    requests and each request pays their wake-ups. This reference shows that cost without any agent code.
-    """
-    request = b"*2\r\n$3\r\nGET\r\n$13\r\nbench:missing\r\n"
-    samples: list[int] = []
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        next_t = time.monotonic()
-        for _ in range(int(rate * seconds)):
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            start = time.perf_counter_ns()
-            sock.sendall(request)
-            reply = sock.recv(64)
-            samples.append(time.perf_counter_ns() - start)
-            assert reply == b"$-1\r\n", reply
-            next_t += 1 / rate
-    samples.sort()
-    return samples[len(samples) // 2] / 1000, samples[int(len(samples) * 0.99)] / 1000
 
 
 class _Reader(asyncio.Protocol):

@@ -4,9 +4,9 @@ One redis-server on one CPU, every client on the other (tests/support/placement.
 
 - throughput: redis-benchmark GET at pipeline depth 1 and 16 against KvGetUser (one Locust process, users sharing
   the same number of auto-pipelined connections), interleaved for ROUNDS rounds; target >= 0.5x at both depths;
-- latency below saturation: redis-benchmark -c 1 (closed loop: its rate is what one connection does) gives a rate
-  and a p50; KvGetUser then offers half that rate open loop (--kvt-rate) and its HDR p50 must be within 25 % of
-  redis-benchmark's (or below it);
+- latency below saturation: at PACED_RATE GET/s, KvGetUser open loop (--kvt-rate) against a minimal blocking
+  client paced at the same rate (redis-benchmark cannot pace; its back-to-back p50 is printed beside): Locust's HDR
+  p50 within 25 %;
 - NATS: NatsPublishUser against a bare nats-py loop publishing as fast as it can (figure only, no target: the
   bridge adds a thread hop per batch);
 - memory: a Locust worker's peak RSS (VmHWM) over the throughput run.
@@ -34,6 +34,7 @@ import pytest
 from tests.support.binaries import require
 from tests.support.locustrun import LOCUSTFILE, locust_binary
 from tests.support.placement import Placement
+from tests.support.references import paced_get_us
 from tests.support.servers import NatsServer, RedisServer, nats_server_binary
 
 pytestmark = pytest.mark.bench
@@ -44,6 +45,7 @@ ROUNDS = 3
 SECONDS = 6
 MIN_RATIO = 0.5
 P50_TOLERANCE = 1.25
+PACED_RATE = 2000
 
 
 @pytest.fixture(scope="module")
@@ -133,31 +135,32 @@ def test_kv_throughput_against_redis_benchmark(
     assert ratio >= MIN_RATIO
 
 
-def test_kv_p50_below_saturation_against_redis_benchmark(
+def test_kv_p50_below_saturation_against_a_paced_reference(
     server: RedisServer, placement: Placement, tmp_path: Path
 ) -> None:
-    ref = [redis_benchmark(server.port, placement, 1, 1, 50_000) for _ in range(ROUNDS)]
-    ref_rps = statistics.median(r["rps"] for r in ref)
-    ref_p50 = statistics.median(r["p50_us"] for r in ref)
-    rate = int(ref_rps / 2)
-    ours = [
-        locust_get(
-            tmp_path / f"p{i}",
-            server.port,
-            placement,
-            users=8,
-            connections=1,
-            rate=f"constant:rate={rate},for={SECONDS}",
-        )["p50_us"]  # fmt: skip
-        for i in range(ROUNDS)
-    ]
-    p50 = statistics.median(ours)
+    """At one offered rate below saturation, Locust's p50 against the least code that sends at that rate.
+
+    redis-benchmark cannot pace: its p50 is that of CPUs kept busy back to back (printed for reference). A paced
+    request pays the wake-ups of two idle CPUs (on this VM a GET every 0.5 ms has a p50 4-5x the back-to-back
+    one), so the fair floor is a minimal blocking client sleeping between requests at the same rate, on the same
+    CPU; Locust (open loop, --kvt-rate, one connection) must stay within 25 % of it.
+    """
+    ref_b2b = statistics.median(redis_benchmark(server.port, placement, 1, 1, 50_000)["p50_us"] for _ in range(3))
+    paced, ours = [], []
+    for i in range(ROUNDS):  # interleaved
+        with placement.as_client():
+            paced.append(paced_get_us(server.port, PACED_RATE, SECONDS / 2)[0])
+        run = locust_get(tmp_path / f"p{i}", server.port, placement, users=4, connections=1,
+                         rate=f"constant:rate={PACED_RATE},for={SECONDS}")  # fmt: skip
+        ours.append(run["p50_us"])
+    ref, p50 = statistics.median(paced), statistics.median(ours)
     print(
-        f"\nBENCH kv GET p50 below saturation: redis-benchmark -c 1 {ref_rps:,.0f}/s p50 {ref_p50:.0f} us; "
-        f"Locust KvGetUser open loop at {rate:,}/s over 1 connection p50 {p50:.0f} us "
-        f"(rounds {', '.join(f'{o:.0f}' for o in ours)}); x{p50 / ref_p50:.2f} (target <= x{P50_TOLERANCE})"
+        f"\nBENCH kv GET p50 at {PACED_RATE}/s (below saturation): minimal paced client {ref:.0f} us "
+        f"(rounds {', '.join(f'{r:.0f}' for r in paced)}); Locust KvGetUser open loop over 1 connection {p50:.0f} us "
+        f"(rounds {', '.join(f'{o:.0f}' for o in ours)}); x{p50 / ref:.2f} (target <= x{P50_TOLERANCE}); "
+        f"redis-benchmark -c 1 back to back p50 {ref_b2b:.0f} us"
     )
-    assert p50 <= ref_p50 * P50_TOLERANCE
+    assert p50 <= ref * P50_TOLERANCE
 
 
 BARE_NATS = textwrap.dedent(
