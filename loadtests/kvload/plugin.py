@@ -29,6 +29,9 @@ class PreflightError(Exception):
 
 @events.init_command_line_parser.add_listener
 def _common_options(parser: Any) -> None:
+    # argparse answers a value it cannot convert (--kvt-keys abc) with a usage block and the error: one line instead,
+    # as for every other bad input (exit 2 either way)
+    parser.error = lambda message: fail(message)
     group = parser  # Locust's include_in_web_ui works on the parser only, not on argument groups
     group.add_argument(
         "--kvt-rate",

@@ -390,9 +390,11 @@ class SentinelServer(ManagedProcess):
         quorum: int = 1,
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 5000,
+        password: str | None = None,
     ) -> None:
         port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
+        self.password = password
         conf = workdir / f"sentinel-{port}.conf"  # Sentinel rewrites it: a file of its own, writable
         conf.write_text(
             "\n".join(
@@ -404,6 +406,7 @@ class SentinelServer(ManagedProcess):
                     f"sentinel down-after-milliseconds {master_name} {down_after_ms}",
                     f"sentinel failover-timeout {master_name} {failover_timeout_ms}",
                     f"sentinel parallel-syncs {master_name} 1",
+                    *([f"requirepass {password}"] if password else []),
                 ]
             )
             + "\n"
@@ -412,7 +415,9 @@ class SentinelServer(ManagedProcess):
         super().__init__(f"sentinel-{port}", [binary, str(conf), "--sentinel"], workdir, port)
 
     def master(self) -> tuple[str, int] | None:
-        with redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=1, decode_responses=True) as c:
+        with redis.Redis(
+            host=LOOPBACK, port=self.port, password=self.password, socket_timeout=1, decode_responses=True
+        ) as c:
             addr = c.sentinel_get_master_addr_by_name(self.master_name)
         return (addr[0], int(addr[1])) if addr else None
 

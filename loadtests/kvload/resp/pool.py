@@ -28,7 +28,9 @@ class Client(Protocol):
 
 
 class Pool:
-    def __init__(self, target: Target, settings: ConnectSettings, size: int) -> None:
+    def __init__(
+        self, target: Target, settings: ConnectSettings, size: int, sentinel_password: str | None = None
+    ) -> None:
         self.target = target
         self.size = max(size, 1)
         self.cluster: ClusterClient | None = None
@@ -38,7 +40,7 @@ class Pool:
             self._clients: list[Any] = [self.cluster.handle(i) for i in range(self.size)]
         elif target.kind == "sentinel":
             assert target.master_name is not None
-            resolver = SentinelResolver(target.nodes, target.master_name, settings)
+            resolver = SentinelResolver(target.nodes, target.master_name, settings, sentinel_password)
             self.connections = [master_connection(resolver, settings) for _ in range(self.size)]
             self._clients = list(self.connections)
         else:
@@ -57,7 +59,14 @@ class Pool:
             conn.close()
 
 
-def pool_for(environment: Any, key: tuple[Any, ...], target: Target, settings: ConnectSettings, size: int) -> Pool:
+def pool_for(
+    environment: Any,
+    key: tuple[Any, ...],
+    target: Target,
+    settings: ConnectSettings,
+    size: int,
+    sentinel_password: str | None = None,
+) -> Pool:
     """The environment's pool for `key` (target, credentials source, size...), made on first use."""
     pools: dict[tuple[Any, ...], Pool] | None = getattr(environment, "kvt_pools", None)
     if pools is None:
@@ -71,5 +80,5 @@ def pool_for(environment: Any, key: tuple[Any, ...], target: Target, settings: C
         environment.events.test_stop.add_listener(close_all)
     pool = pools.get(key)
     if pool is None:
-        pool = pools[key] = Pool(target, settings, size)
+        pool = pools[key] = Pool(target, settings, size, sentinel_password)
     return pool

@@ -24,11 +24,15 @@ from kvload.resp.connection import (
 
 
 class SentinelResolver:
-    def __init__(self, sentinels: Sequence[Address], master_name: str, settings: ConnectSettings) -> None:
+    def __init__(
+        self, sentinels: Sequence[Address], master_name: str, settings: ConnectSettings, password: str | None = None
+    ) -> None:
         self.sentinels = list(sentinels)
         self.master_name = master_name
-        # Sentinels are asked without AUTH/SELECT (their own ACL is not the data nodes'); TLS as the target's
+        # Sentinels have a password of their own (requirepass, --kvt-sentinel-password-file), not the data nodes'
+        # ACL user; no SELECT; TLS as the target's
         self._settings = ConnectSettings(
+            password=password,
             ssl_context=settings.ssl_context,
             connect_timeout_s=settings.connect_timeout_s,
             reply_timeout_s=settings.connect_timeout_s,

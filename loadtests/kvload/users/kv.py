@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import gevent.ssl
@@ -66,6 +66,12 @@ def _kv_options(parser: Any) -> None:
     parser.add_argument("--kvt-pipeline", type=int, default=1, help="key-value users: commands per round trip")
     parser.add_argument("--kvt-key-prefix", default="kvt:load:", help="key-value users: prefix of every key")
     parser.add_argument(
+        "--kvt-sentinel-password-file",
+        default="",
+        include_in_web_ui=False,
+        help="redis+sentinel:// targets: file with the Sentinels' password (their requirepass), if they ask for one",
+    )
+    parser.add_argument(
         "--kvt-connections",
         type=int,
         default=16,
@@ -85,6 +91,7 @@ class KvConfig:
     prefix: bytes
     connections: int
     pool_key: tuple[Any, ...]
+    sentinel_password: str | None = field(default=None, repr=False)
 
 
 def _option_values(environment: Any) -> tuple[Any, ...]:
@@ -100,6 +107,7 @@ def _option_values(environment: Any) -> tuple[Any, ...]:
         o.kvt_connections,
         getattr(o, "kvt_password_file", ""),
         getattr(o, "kvt_tls_ca", ""),
+        getattr(o, "kvt_sentinel_password_file", ""),
     )
 
 
@@ -110,7 +118,7 @@ def kv_config(environment: Any) -> KvConfig:
     cached: tuple[tuple[Any, ...], KvConfig] | None = getattr(environment, "kvt_kv_config", None)
     if cached is not None and cached[0] == values:
         return cached[1]
-    host, keys, dist, ratio, value_size, pipeline, prefix, connections, password_file, tls_ca = values
+    host, keys, dist, ratio, value_size, pipeline, prefix, connections, password_file, tls_ca, sentinel_file = values
     if keys < 1:
         raise PreflightError(f"--kvt-keys {keys}: must be >= 1")
     if not 0.0 <= ratio <= 1.0:
@@ -146,7 +154,8 @@ def kv_config(environment: Any) -> KvConfig:
         pipeline=pipeline,
         prefix=str(prefix).encode(),
         connections=connections,
-        pool_key=(host, connections, password_file, tls_ca),
+        pool_key=(host, connections, password_file, tls_ca, sentinel_file),
+        sentinel_password=read_secret(sentinel_file),
     )
     environment.kvt_kv_config = (values, config)
     return config
@@ -168,7 +177,8 @@ def probe(config: KvConfig) -> None:
                 raise PreflightError(f"target {target}: CLUSTER SLOTS lists no master (is the cluster created?)")
         elif target.kind == "sentinel":
             assert target.master_name is not None
-            servers = [master_connection(SentinelResolver(target.nodes, target.master_name, settings), settings)]
+            resolver = SentinelResolver(target.nodes, target.master_name, settings, config.sentinel_password)
+            servers = [master_connection(resolver, settings)]
         else:
             servers = [Connection(target.nodes[0], settings)]
         opened.extend(servers)
@@ -264,8 +274,9 @@ class KvUser(KvtUser):
                 log.error("kvload: %s", exc)
             raise StopUser() from None
         self.client: Client = pool_for(
-            self.environment, config.pool_key, config.target, config.settings, config.connections
-        ).client()
+            self.environment, config.pool_key, config.target, config.settings, config.connections,
+            sentinel_password=config.sentinel_password,
+        ).client()  # fmt: skip
         self.cmds = commands_for(self.environment, config)
         self.ratio = config.get_ratio if self.get_ratio is None else self.get_ratio
         self.depth = config.pipeline

@@ -25,7 +25,15 @@ from redis.crc import key_slot
 
 from tests.support.binaries import require
 from tests.support.locustrun import LocustResult, run_locust
-from tests.support.servers import LOOPBACK, RedisCluster, RedisServer, SentinelSet, free_port, make_test_ca
+from tests.support.servers import (
+    LOOPBACK,
+    RedisCluster,
+    RedisServer,
+    SentinelServer,
+    SentinelSet,
+    free_port,
+    make_test_ca,
+)
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -222,6 +230,29 @@ def test_sentinel_master_name_and_a_failover(tmp_path: Path, sentinel_set: Calla
     with s.replica.client() as c:
         assert c.get("kvt:failover") == b"2"
     conn.close()
+
+
+def test_a_sentinel_with_a_password(tmp_path: Path, server_factory: Callable[..., RedisServer]) -> None:
+    """Sentinels with requirepass (as roles/sentinel deploys them): --kvt-sentinel-password-file; without it, one
+    line before any load."""
+    primary = server_factory("redis")
+    sentinel = SentinelServer(primary.argv[0], tmp_path / "sentinel", "kvt", primary.port, password="s3ntinel-pw")
+    sentinel.start()
+    try:
+        host = f"redis+sentinel://{LOOPBACK}:{sentinel.port}/kvt"
+        secret = tmp_path / "sentinel-password"
+        secret.write_text("s3ntinel-pw\n")
+        before = calls(primary)
+        refused = run_locust(tmp_path / "without", "KvGetUser", host=host, users=1, run_time_s=RUN_S, extra=SMALL)
+        line = one_line(refused)
+        assert refused.returncode == 2 and line.startswith(f"kvload: target {host}"), line
+        assert "s3ntinel-pw" not in refused.stderr
+        assert delta(calls(primary), before) == {"get": 0, "set": 0}
+        result = run_locust(tmp_path / "with", "KvGetSetUser", host=host, users=USERS, run_time_s=RUN_S,
+                            extra=[*SMALL, "--kvt-sentinel-password-file", str(secret)])  # fmt: skip
+        assert_counts_equal(result, delta(calls(primary), before))
+    finally:
+        sentinel.stop()
 
 
 # -- Cluster -------------------------------------------------------------------------------------------------
