@@ -99,6 +99,10 @@ def check(environment: Environment) -> None:
     except ProfileError as exc:
         raise PreflightError(f"--kvt-rate: {exc}") from None
     options = environment.parsed_options
+    named = list(getattr(options, "user_classes", None) or [])
+    if not named and len(environment.user_classes) > 1 and not getattr(options, "class_picker", False):
+        # every class at once would send key-value, NATS and HTTP requests to one --host: never what anyone means
+        raise PreflightError("name the user class(es) to run at the end of the command line (kvtestbed load list)")
     if options is not None and getattr(options, "num_users", None) is not None and options.num_users < 0:
         raise PreflightError(f"--users {options.num_users}: must be >= 0")
     for user_class in environment.user_classes:

@@ -1,4 +1,4 @@
-"""Locust's HTTP users (loadtests/streams_http.py) against a streams agent on a real redis-server.
+"""Locust's HTTP users (loadtests/kvload/users/streams_http.py) against a streams agent on a real redis-server.
 
 Headless, bounded (-t, -u), loopback only. Checks that what Locust counts and what the agent counts agree.
 """
@@ -51,6 +51,7 @@ def test_locust_drives_the_streams_ingress(redis_server, agents, tmp_path: Path)
             "--json-file",
             str(tmp_path / "run"),
             "--only-summary",
+            "StreamsRequestUser",
         ],
         capture_output=True,
         text=True,
