@@ -44,6 +44,14 @@ class LocustResult:
     def failures(self) -> int:
         return sum(int(s["num_failures"]) for s in self.stats.values())
 
+    def refusal(self) -> str:
+        """The single `kvload:` line of a refused run, checking the contract: exit 2, one line, no traceback."""
+        assert self.returncode == 2, self.stderr[-3000:]
+        assert "Traceback" not in self.stderr, self.stderr[-3000:]
+        lines = [line for line in self.stderr.splitlines() if line.startswith("kvload:")]
+        assert len(lines) == 1, self.stderr[-3000:]
+        return lines[0]
+
 
 def run_locust(
     workdir: Path,

@@ -69,15 +69,6 @@ def assert_counts_equal(result: LocustResult, executed: dict[str, int]) -> None:
             assert result.hdr["requests"][f"{kind.upper()} kv"]["count"] == counted[kind]
 
 
-def one_line(result: LocustResult) -> str:
-    """The single `kvload:` line of a refused run (exit 2, no traceback)."""
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("kvload:")]
-    assert len(lines) == 1, result.stderr[-3000:]
-    return lines[0]
-
-
 # -- standalone ----------------------------------------------------------------------------------------------
 def test_gets_and_sets_counted_by_locust_equal_the_servers_commandstats(tmp_path: Path, kv_server: RedisServer) -> None:
     before = calls(kv_server)
@@ -133,19 +124,17 @@ def test_pipeline_depth_16_counts_each_command(tmp_path: Path, redis_server: Red
 ACL_USER = ("--user", "kvtload", "on", ">kvt-acl-secret-1", "~kvt:load:*", "+get", "+set", "+ping")
 
 
+def run_as_acl_user(tmp_path: Path, server: RedisServer, password: str) -> LocustResult:
+    secret = tmp_path / "password"
+    secret.write_text(password + "\n")
+    return run_locust(tmp_path / "run", "KvGetSetUser", host=url(server, "kvtload"), users=USERS, run_time_s=RUN_S,
+                      extra=[*SMALL, "--kvt-password-file", str(secret)])  # fmt: skip
+
+
 def test_acl_user_with_a_password_file(tmp_path: Path, server_factory: Callable[..., RedisServer]) -> None:
     server = server_factory("redis", extra=ACL_USER)
-    secret = tmp_path / "password"
-    secret.write_text("kvt-acl-secret-1\n")
     before = calls(server)
-    result = run_locust(
-        tmp_path / "run",
-        "KvGetSetUser",
-        host=url(server, "kvtload"),
-        users=USERS,
-        run_time_s=RUN_S,
-        extra=[*SMALL, "--kvt-password-file", str(secret)],
-    )
+    result = run_as_acl_user(tmp_path, server, "kvt-acl-secret-1")
     assert_counts_equal(result, delta(calls(server), before))
 
 
@@ -153,18 +142,9 @@ def test_a_wrong_password_is_one_line_and_sends_nothing(
     tmp_path: Path, server_factory: Callable[..., RedisServer]
 ) -> None:
     server = server_factory("redis", extra=ACL_USER)
-    secret = tmp_path / "password"
-    secret.write_text("not-the-password-77\n")
     before = calls(server)
-    result = run_locust(
-        tmp_path / "run",
-        "KvGetSetUser",
-        host=url(server, "kvtload"),
-        users=USERS,
-        run_time_s=RUN_S,
-        extra=[*SMALL, "--kvt-password-file", str(secret)],
-    )
-    line = one_line(result)
+    result = run_as_acl_user(tmp_path, server, "not-the-password-77")
+    line = result.refusal()
     assert line == f"kvload: target {url(server, 'kvtload')}: authentication failed (check --kvt-password-file)"
     assert "not-the-password-77" not in result.stderr
     assert calls(server) == before
@@ -194,7 +174,7 @@ def test_tls_with_the_testbed_ca(tmp_path: Path, server_factory: Callable[..., R
         run_time_s=RUN_S,
         extra=["--kvt-tls-ca", str(other.ca_cert)],
     )
-    line = one_line(refused)
+    line = refused.refusal()
     assert line.startswith(f"kvload: target {host}: cannot connect (TLS: certificate verify failed"), line
 
 
@@ -244,7 +224,7 @@ def test_a_sentinel_with_a_password(tmp_path: Path, server_factory: Callable[...
         secret.write_text("s3ntinel-pw\n")
         before = calls(primary)
         refused = run_locust(tmp_path / "without", "KvGetUser", host=host, users=1, run_time_s=RUN_S, extra=SMALL)
-        line = one_line(refused)
+        line = refused.refusal()
         assert refused.returncode == 2 and line.startswith(f"kvload: target {host}"), line
         assert "s3ntinel-pw" not in refused.stderr
         assert delta(calls(primary), before) == {"get": 0, "set": 0}
@@ -415,15 +395,15 @@ def test_hdr_reports_sub_millisecond_percentiles_where_redis_benchmark_does(
 )
 def test_bad_options_are_one_line_naming_the_option(tmp_path: Path, extra: list[str], message: str) -> None:
     result = run_locust(tmp_path, "KvGetSetUser", host=f"redis://{LOOPBACK}:{free_port()}", users=1, extra=extra)
-    assert one_line(result).startswith(f"kvload: {message}")
+    assert result.refusal().startswith(f"kvload: {message}")
 
 
 def test_an_unreachable_target_or_a_password_in_the_url_is_one_line(tmp_path: Path) -> None:
     port = free_port()
     result = run_locust(tmp_path / "a", "KvGetUser", host=f"redis://{LOOPBACK}:{port}", users=1)
-    assert one_line(result) == f"kvload: target redis://{LOOPBACK}:{port}: cannot connect (Connection refused)"
+    assert result.refusal() == f"kvload: target redis://{LOOPBACK}:{port}: cannot connect (Connection refused)"
     result = run_locust(tmp_path / "b", "KvGetUser", host=f"redis://app:s3cr3t-in-url@{LOOPBACK}:{port}", users=1)
-    line = one_line(result)
+    line = result.refusal()
     assert "--kvt-password-file" in line and "s3cr3t-in-url" not in result.stderr
 
 

@@ -78,15 +78,6 @@ def counted(result: LocustResult, key: str) -> int:
     return n
 
 
-def one_line(result: LocustResult) -> str:
-    """The single `kvload:` line of a refused run (exit 2, no traceback)."""
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("kvload:")]
-    assert len(lines) == 1, result.stderr[-3000:]
-    return lines[0]
-
-
 # -- the bridge under load, with a server ----------------------------------------------------------------------
 
 DRIVER = textwrap.dedent(
@@ -394,7 +385,7 @@ def test_user_in_the_url_and_the_password_from_a_file(tmp_path: Path, auth_serve
     result = run_locust(
         tmp_path / "bad", "NatsPublishUser", host=host, users=5, extra=["--kvt-password-file", str(secret)]
     )
-    assert one_line(result) == f"kvload: target {host}: authorization failed (check --kvt-password-file)"
+    assert result.refusal() == f"kvload: target {host}: authorization failed (check --kvt-password-file)"
     assert "not-the-password-77" not in result.stderr
     assert in_msgs(auth_server) == before
 
@@ -418,7 +409,7 @@ def test_tls_with_the_testbed_ca(tmp_path: Path) -> None:
         result = run_locust(
             tmp_path / "bad", "NatsRequestUser", host=host, users=1, extra=["--kvt-tls-ca", str(other.ca_cert)]
         )
-        line = one_line(result)
+        line = result.refusal()
         assert line.startswith(f"kvload: target {host}: TLS failed (") and "check --kvt-tls-ca" in line, line
     finally:
         server.stop()
@@ -430,7 +421,7 @@ def test_tls_with_the_testbed_ca(tmp_path: Path) -> None:
 def test_an_unreachable_target_is_one_line(tmp_path: Path) -> None:
     port = free_port()
     result = run_locust(tmp_path, "NatsPublishUser", host=f"nats://{LOOPBACK}:{port}", users=1)
-    assert one_line(result) == f"kvload: target nats://{LOOPBACK}:{port}: cannot connect (Connection refused)"
+    assert result.refusal() == f"kvload: target nats://{LOOPBACK}:{port}: cannot connect (Connection refused)"
 
 
 def test_jetstream_not_enabled_is_one_line(tmp_path: Path) -> None:
@@ -443,7 +434,7 @@ def test_jetstream_not_enabled_is_one_line(tmp_path: Path) -> None:
         result = run_locust(tmp_path, "JetStreamPublishUser", host=f"nats://{LOOPBACK}:{port}", users=1)
     finally:
         server.stop()
-    assert one_line(result) == f"kvload: target nats://{LOOPBACK}:{port}: JetStream is not enabled on the server"
+    assert result.refusal() == f"kvload: target nats://{LOOPBACK}:{port}: JetStream is not enabled on the server"
 
 
 @pytest.mark.parametrize(
@@ -466,12 +457,12 @@ def test_bad_options_are_one_line_naming_the_option(
     tmp_path: Path, nats_server: NatsServer, user_class: str, extra: list[str], message: str
 ) -> None:
     result = run_locust(tmp_path, user_class, host=nats_server.url, users=1, extra=extra)
-    assert one_line(result).startswith(f"kvload: {message}")
+    assert result.refusal().startswith(f"kvload: {message}")
 
 
 def test_a_password_in_the_url_is_refused_without_echoing_it(tmp_path: Path, nats_server: NatsServer) -> None:
     result = run_locust(
         tmp_path, "NatsPublishUser", host=f"nats://kvt:s3cr3t-in-url@{LOOPBACK}:{nats_server.port}", users=1
     )
-    assert one_line(result) == "kvload: --host: put no password in the URL; give it in --kvt-password-file"
+    assert result.refusal() == "kvload: --host: put no password in the URL; give it in --kvt-password-file"
     assert "s3cr3t-in-url" not in result.stderr
