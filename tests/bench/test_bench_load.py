@@ -97,13 +97,16 @@ def locust_get(
     peak_rss = 0
     ps = psutil.Process(proc.pid)
     deadline = time.monotonic() + seconds + 60
-    # sample the generator's RSS while it runs (monitoring, not synchronisation: the process ends by itself)
-    while proc.poll() is None and time.monotonic() < deadline:
+    # sample the generator's RSS until it exits by itself: wait for the exit, a quarter second at a time
+    while time.monotonic() < deadline:
         try:
             peak_rss = max(peak_rss, ps.memory_info().rss)
+            proc.wait(timeout=0.25)
+            break
+        except subprocess.TimeoutExpired:
+            continue
         except psutil.Error:
             break
-        time.sleep(0.25)
     _, err = proc.communicate(timeout=max(deadline - time.monotonic(), 1))
     assert proc.returncode == 0, err[-2000:]
     stats = {e["name"]: e for e in json.loads((workdir / "locust.json").read_text())}

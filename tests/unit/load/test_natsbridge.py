@@ -23,6 +23,15 @@ DRIVER = textwrap.dedent(
     from kvload.natsbridge import Bridge, BridgeClosed, NatsClient, connect_error_text, probe_options
 
     kind, case = sys.argv[1], sys.argv[2]
+
+    def until(predicate, timeout_s=5.0):
+        # waits for a condition (bounded), yielding to the loop between looks; True once it holds
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                return False
+            gevent.sleep(0.01)
+        return True
     bridge = Bridge(kind).start()
     out = {"kind": bridge.kind}
 
@@ -75,9 +84,10 @@ DRIVER = textwrap.dedent(
         gevent.joinall([gevent.spawn(worker, i) for i in range(200)], timeout=30)
         out["right"] = sum(1 for i, m in mine.items() if m == f"greenlet {i}")
         # a timeout raises TimeoutError in the caller and cancels the task on the loop
-        cancelled = []
+        cancelled, started = [], []
 
         async def slow():
+            started.append(True)
             try:
                 await asyncio.sleep(30)
             except asyncio.CancelledError:
@@ -91,15 +101,14 @@ DRIVER = textwrap.dedent(
         except TimeoutError:
             out["timeout"] = "TimeoutError"
         out["timeout_s"] = time.perf_counter() - t0
-        gevent.sleep(0.2)
-        out["timeout_cancelled"] = bool(cancelled)
+        out["timeout_cancelled"] = until(lambda: cancelled)
         # a greenlet killed while waiting (Locust stopping a user) cancels its task too
         cancelled.clear()
+        started.clear()
         g = gevent.spawn(bridge.run, slow(), None)
-        gevent.sleep(0.1)
+        until(lambda: started)  # the task runs on the loop before its greenlet is killed
         g.kill()
-        gevent.sleep(0.2)
-        out["kill_cancelled"] = bool(cancelled)
+        out["kill_cancelled"] = until(lambda: cancelled)
         # spawn: the result arrives in an AsyncResult
         out["spawned"] = bridge.spawn(double(21)).get(timeout=5)
         # connection refused, through nats-py on the loop, arrives as an exception in this greenlet
@@ -118,17 +127,21 @@ DRIVER = textwrap.dedent(
 
     elif case == "close":
         # calls in flight when the bridge closes fail with BridgeClosed; later calls too; the thread ends
-        results = {}
+        results, parked = {}, []
+
+        async def park():
+            parked.append(True)
+            await asyncio.sleep(30)
 
         def waiter(i):
             try:
-                bridge.run(asyncio.sleep(30), None)
+                bridge.run(park(), None)
                 results[i] = "returned"
             except BridgeClosed:
                 results[i] = "BridgeClosed"
 
         gs = [gevent.spawn(waiter, i) for i in range(20)]
-        gevent.sleep(0.2)
+        out["all_parked"] = until(lambda: len(parked) == 20)
         t0 = time.perf_counter()
         bridge.close()
         out["close_s"] = time.perf_counter() - t0
@@ -192,6 +205,6 @@ def test_errors_timeouts_and_kills_reach_the_right_greenlet(tmp_path: Path, kind
 
 def test_close_fails_what_is_in_flight_and_what_comes_after(tmp_path: Path) -> None:
     out = drive(tmp_path, "uvloop", "close")
-    assert out["in_flight"] == ["BridgeClosed"], out
+    assert out["all_parked"] and out["in_flight"] == ["BridgeClosed"], out
     assert out["thread_done"] is True and out["close_s"] < 5, out
     assert out["after"] == "BridgeClosed", out
