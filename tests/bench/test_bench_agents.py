@@ -48,26 +48,6 @@ OBSERVER_POLL_US = 500
 
 
 @pytest.fixture(scope="module")
-def placement() -> Placement:
-    return Placement()
-
-
-@pytest.fixture(scope="module")
-def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("bench")
-
-
-@pytest.fixture(scope="module")
-def redis_srv(bench_dir: Path, placement: Placement) -> Iterator[RedisServer]:
-    binary = require(shutil.which("redis-server"), "redis-server")
-    server = RedisServer(binary, bench_dir / "redis")
-    server.argv = placement.server_argv(server.argv)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def nats_srv(bench_dir: Path) -> Iterator[NatsServer]:
     binary = require(nats_server_binary(), "nats-server")
     server = NatsServer(binary, bench_dir / "nats")

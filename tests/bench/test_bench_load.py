@@ -25,7 +25,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -46,22 +45,6 @@ SECONDS = 6
 MIN_RATIO = 0.5
 P50_TOLERANCE = 1.25
 PACED_RATE = 2000
-
-
-@pytest.fixture(scope="module")
-def placement() -> Placement:
-    return Placement()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, placement: Placement) -> Iterator[RedisServer]:
-    binary = require(shutil.which("redis-server"), "redis-server")
-    srv = RedisServer(binary, tmp_path_factory.mktemp("redis"))
-    srv.argv = placement.server_argv(srv.argv)
-    srv.start()
-    srv.client().set("kvt:load:0", "x" * 3)
-    yield srv
-    srv.stop()
 
 
 def redis_benchmark(port: int, placement: Placement, clients: int, pipeline: int, requests: int) -> dict[str, float]:
@@ -119,14 +102,14 @@ def locust_get(
 
 @pytest.mark.parametrize("pipeline", [1, 16])
 def test_kv_throughput_against_redis_benchmark(
-    server: RedisServer, placement: Placement, tmp_path: Path, pipeline: int
+    redis_srv: RedisServer, placement: Placement, tmp_path: Path, pipeline: int
 ) -> None:
     print(f"\nBENCH {placement.describe()}")
     bench, ours, rss = [], [], []
     for i in range(ROUNDS):  # interleaved: drift in the machine's load hits both sides alike
         requests = 400_000 if pipeline == 1 else 4_000_000
-        bench.append(redis_benchmark(server.port, placement, CONNECTIONS, pipeline, requests)["rps"])
-        run = locust_get(tmp_path / f"r{i}", server.port, placement, users=USERS, connections=CONNECTIONS,
+        bench.append(redis_benchmark(redis_srv.port, placement, CONNECTIONS, pipeline, requests)["rps"])
+        run = locust_get(tmp_path / f"r{i}", redis_srv.port, placement, users=USERS, connections=CONNECTIONS,
                          pipeline=pipeline)  # fmt: skip
         ours.append(run["rps"])
         rss.append(run["rss_mb"])
@@ -139,7 +122,7 @@ def test_kv_throughput_against_redis_benchmark(
 
 
 def test_kv_p50_below_saturation_against_a_paced_reference(
-    server: RedisServer, placement: Placement, tmp_path: Path
+    redis_srv: RedisServer, placement: Placement, tmp_path: Path
 ) -> None:
     """At one offered rate below saturation, Locust's p50 against the least code that sends at that rate.
 
@@ -148,12 +131,12 @@ def test_kv_p50_below_saturation_against_a_paced_reference(
     one), so the fair floor is a minimal blocking client sleeping between requests at the same rate, on the same
     CPU; Locust (open loop, --kvt-rate, one connection) must stay within 25 % of it.
     """
-    ref_b2b = statistics.median(redis_benchmark(server.port, placement, 1, 1, 50_000)["p50_us"] for _ in range(3))
+    ref_b2b = statistics.median(redis_benchmark(redis_srv.port, placement, 1, 1, 50_000)["p50_us"] for _ in range(3))
     paced, ours = [], []
     for i in range(ROUNDS):  # interleaved
         with placement.as_client():
-            paced.append(paced_get_us(server.port, PACED_RATE, SECONDS / 2)[0])
-        run = locust_get(tmp_path / f"p{i}", server.port, placement, users=4, connections=1,
+            paced.append(paced_get_us(redis_srv.port, PACED_RATE, SECONDS / 2)[0])
+        run = locust_get(tmp_path / f"p{i}", redis_srv.port, placement, users=4, connections=1,
                          rate=f"constant:rate={PACED_RATE},for={SECONDS}")  # fmt: skip
         ours.append(run["p50_us"])
     ref, p50 = statistics.median(paced), statistics.median(ours)
