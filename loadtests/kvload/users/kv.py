@@ -12,11 +12,9 @@ depth P is one round trip recorded once with count=P, so Locust's request count 
 (INFO commandstats). With --kvt-pipeline P each round trip is all GETs or all SETs (chosen with the ratio), and an
 open-loop --kvt-rate counts round trips, i.e. P commands each. Run with --stop-timeout (see BURST) for exact counts.
 
-Throughput against redis-benchmark (2026-12-01, this 2-core VM kind, redis-server 7.0 on CPU0, the client on CPU1,
-GET, one Locust process with 200 users over --kvt-connections 50 against redis-benchmark -c 50; 3 alternating
-rounds each, other work on the machine made single figures vary by +-20 %):
-    depth 1:  redis-benchmark 119-144k/s, Locust 64-90k/s (0.51-0.75x); Locust's CPU 10.7-12.2 us per GET
-    depth 16: redis-benchmark 1.19-1.62M/s, Locust 0.55-0.68M/s (0.38-0.48x); Locust's CPU 1.3-1.4 us per GET
+Throughput against redis-benchmark: `make bench` (tests/bench/test_bench_load.py), latest figures in docs/load.md.
+Earlier rounds (2026-12-01, redis-server on CPU0, Locust on CPU1, 200 users over --kvt-connections 50) put
+Locust's own CPU at 10.7-12.2 us per GET at depth 1 and 1.3-1.4 us at depth 16.
 At depth 1 about half of the user's own Python time is the recorder (kvload.stats: HdrHistogram.record_value).
 """
 
@@ -277,6 +275,7 @@ class KvUser(KvtUser):
             self.environment, config.pool_key, config.target, config.settings, config.connections,
             sentinel_password=config.sentinel_password,
         ).client()  # fmt: skip
+        self.clock = config.settings.clock  # replies timed at the read (kvload.resp.connection.ReplyClock)
         self.cmds = commands_for(self.environment, config)
         self.ratio = config.get_ratio if self.get_ratio is None else self.get_ratio
         self.depth = config.pipeline
@@ -312,7 +311,7 @@ class KvUser(KvtUser):
         except (RespError, RespConnectionError) as exc:
             self.failed("GET", NAME, t0, exc)
             return
-        self.ok("GET", NAME, t0, len(reply) if reply is not None else 0)
+        self.ok("GET", NAME, t0, len(reply) if reply is not None else 0, replied_ns=self.clock.ns)
 
     def _set(self) -> None:
         cmds = self.cmds
@@ -330,7 +329,7 @@ class KvUser(KvtUser):
         except (RespError, RespConnectionError) as exc:
             self.failed("SET", NAME, t0, exc)
             return
-        self.ok("SET", NAME, t0)
+        self.ok("SET", NAME, t0, replied_ns=self.clock.ns)
 
     def _pipeline(self, kind: str, keys: list[bytes] | None, packed: list[bytes]) -> None:
         t0 = self.begin(kind, NAME)
@@ -341,13 +340,13 @@ class KvUser(KvtUser):
             return
         if RespError not in map(type, replies):  # the common case, in C: no Python loop over the replies
             length = sum(map(len, filter(None, replies))) if kind == "GET" else 0
-            self.ok(kind, NAME, t0, length, count=len(replies))
+            self.ok(kind, NAME, t0, length, count=len(replies), replied_ns=self.clock.ns)
             return
         errors = [r for r in replies if type(r) is RespError]
         self.failed(kind, NAME, t0, errors[0], count=len(errors))
         if len(errors) < len(replies):
             length = sum(len(r) for r in replies if type(r) is bytes) if kind == "GET" else 0
-            self.ok(kind, NAME, t0, length, count=len(replies) - len(errors))
+            self.ok(kind, NAME, t0, length, count=len(replies) - len(errors), replied_ns=self.clock.ns)
 
 
 class KvGetSetUser(KvUser):

@@ -19,7 +19,7 @@ from typing import Any
 
 import gevent
 import pytest
-from kvload.resp.connection import Connection, ConnectSettings, RespConnectionError, RespError
+from kvload.resp.connection import Connection, ConnectSettings, RespConnectionError, RespError, pack
 from kvload.resp.sentinel import SentinelResolver, master_connection
 from redis.crc import key_slot
 
@@ -484,3 +484,35 @@ def test_callers_queued_behind_a_failed_connect_fail_with_its_error() -> None:
     assert {g.value.reason for g in callers} == {"Connection refused"}
     # one attempt for the 20 callers (not 20 attempts, each after a longer backoff)
     assert time.monotonic() - started < 1.0
+
+
+def test_an_idle_connection_sends_at_once_even_what_the_socket_cannot_take_at_once(redis_server: RedisServer) -> None:
+    # a SET of 16 MB on an idle connection: submit sends from the caller, the kernel takes part of it, the writer
+    # greenlet sends the rest; a command queued meanwhile goes out after it, never inside it
+    conn = Connection((LOOPBACK, redis_server.port))
+    conn.connect()
+    big = b"y" * (16 << 20)
+    first = conn.submit(pack((b"SET", b"kvt:huge", big)))
+    second = conn.submit(pack((b"STRLEN", b"kvt:huge")))
+    assert first.get() == b"OK"
+    assert second.get() == len(big)
+    assert conn.call(b"GET", b"kvt:huge") == big
+    conn.close()
+
+
+def test_the_reply_clock_notes_the_read_not_the_callers_resumption(redis_server: RedisServer) -> None:
+    settings = ConnectSettings()
+    conn = Connection((LOOPBACK, redis_server.port), settings)
+    conn.connect()
+    for _ in range(20):
+        before = time.perf_counter_ns()
+        assert conn.call(b"PING") == b"PONG"
+        after = time.perf_counter_ns()
+        assert before < settings.clock.ns <= after
+    # every connection made with the same settings writes the same clock
+    other = Connection((LOOPBACK, redis_server.port), settings)
+    before = time.perf_counter_ns()
+    other.call(b"PING")
+    assert settings.clock.ns > before
+    conn.close()
+    other.close()

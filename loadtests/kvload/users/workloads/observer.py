@@ -16,6 +16,7 @@ from locust.env import Environment
 
 from kvload.pacing import Pacer
 from kvload.plugin import PreflightError, run_profile, run_t0_ns
+from kvload.timer import for_environment
 from kvload.users.base import KvtUser
 from kvload.users.workloads.common import (
     at_least,
@@ -115,7 +116,7 @@ class ObserverWriteUser(KvtUser):
         profile = run_profile(environment)
         if profile is not None:
             # the profile's whole rate is this one user's, however many users -u asks for
-            self.pacer = Pacer(profile, run_t0_ns(environment), 1, self.rng)
+            self.pacer = Pacer(profile, run_t0_ns(environment), 1, 0.0, for_environment(environment))
         self.client: redis.Redis | None = None
         self.writers: list[ObserverValues] = []
         self.offset_ns = 0
