@@ -52,6 +52,8 @@ all:
     agents:
       hosts:
         ld-1:
+          # the expiry agents consume what Locust's ExpiryKeysUser writes: they run from deploy on
+          agents_state: started
           agents_instances:
             - {{name: expiry-consumer, kind: expiry,
                 config: "{{{{ _expiry | combine({{'role': 'consumer', 'consumer': {{'name': 'c0', 'dedup': 'store'}},

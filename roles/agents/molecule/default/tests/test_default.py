@@ -46,6 +46,18 @@ def test_unit_runs_as_the_agent_user(host):
     assert host.check_output("systemctl show -p ProtectSystem --value kvtestbed-agent@observer-1") == "strict"
 
 
+def test_an_instance_without_state_is_installed_idle(host):
+    # agents_state: stopped by default, so deploy leaves no agent load behind; a scenario starts it
+    service = host.service("kvtestbed-agent@observer-idle")
+    assert not service.is_running and not service.is_enabled
+    assert host.file("/etc/kvtestbed/agents/observer-idle.yaml").exists
+    assert host.run("systemctl start kvtestbed-agent@observer-idle").rc == 0
+    try:
+        assert host.service("kvtestbed-agent@observer-idle").is_running
+    finally:
+        host.run("systemctl stop kvtestbed-agent@observer-idle")
+
+
 def test_config_is_private(host):
     config = host.file("/etc/kvtestbed/agents/observer-1.yaml")
     assert config.mode == 0o640 and config.user == "root" and config.group == "kvtestbed"
