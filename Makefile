@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: help deps venv install lint unit ansible-test integration lab-test molecule test demo bench lab-up lab-down lab-status deploy clean
 
 help:
-	@echo "make demo   - venv, install, lab up, deploy (needs root)"
+	@echo "make demo   - venv, install, lab up, deploy, scenarios/demo.yml and its report (needs root)"
 	@echo "make test   - the whole test suite: lint, unit, integration, lab and Molecule checks (needs root)"
 	@echo "make bench  - benchmarks (ratios measured side by side)"
 	@echo "make lab-up | lab-down | lab-status | deploy"
@@ -59,10 +59,12 @@ test: deps install
 	$(BIN)/pytest -q tests/load
 	WITH_LAB_TESTS=1 bash tools/molecule-all.sh
 
+# the lab, the deploy, then scenarios/demo.yml: ends with its summary table and the path of its report.html
 demo: deps install
 	$(BIN)/kvtestbed lab up
 	$(BIN)/kvtestbed deploy
 	$(BIN)/kvtestbed lab status
+	$(BIN)/kvtestbed run scenarios/demo.yml
 
 bench: deps install
 	$(BIN)/pytest -q -m bench tests/bench -s

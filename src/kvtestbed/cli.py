@@ -1,4 +1,4 @@
-"""The `kvtestbed` command: lab up|down|status, deploy, agent, load list|run.
+"""The `kvtestbed` command: lab up|down|status, deploy, agent, load list|run, run, report, fault, heal.
 
 Failures end in one line, never a traceback."""
 
@@ -161,6 +161,115 @@ def format_load_summary(hdr: dict, stats: list) -> str:
     return "\n".join(rows)
 
 
+def _fault_inventory(args: argparse.Namespace):
+    from kvtestbed.inventory import Inventory, InventoryError
+
+    try:
+        return Inventory.load(resolve_inventory(project_root(), args.inventory))
+    except InventoryError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    from kvtestbed.faults.heal import failed, heal_all
+
+    inventory = _fault_inventory(args)
+    lines = heal_all(inventory)
+    for line in lines:
+        print(line)
+    if not lines:
+        print(f"nothing to heal on {len(inventory.hosts)} host(s)")
+    bad = failed(lines)
+    if bad:
+        raise CliError(f"{len(bad)} host(s) not healed: {bad[0]}", EXIT_FAILED)
+    return 0
+
+
+def _fault_params(items: list[str] | None) -> dict[str, object]:
+    import yaml
+
+    params: dict[str, object] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise CliError(f"--param {item!r}: give NAME=VALUE, e.g. --param shape=isolate")
+        # YAML scalars, as in a scenario file: 10 is a number, 1mbit a string
+        params[key] = yaml.safe_load(value) if value else ""
+    return params
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    """Inject one fault, hold it for --for seconds, heal, verify; one JSON record. Ctrl-C heals first."""
+    from kvtestbed.faults import FaultError, FaultSpecError, FaultUnsupported, make_context, make_fault
+    from kvtestbed.remote import Remotes
+
+    inventory = _fault_inventory(args)
+    spec = {"kind": args.kind, "group": args.group, "target": args.target, "for": args.for_s,
+            "service": args.service, "params": _fault_params(args.param)}
+    if args.id:
+        spec["id"] = args.id
+    with Remotes() as remotes:
+        context = make_context(inventory, remotes=remotes, grace_s=args.grace)
+        try:
+            fault = make_fault(spec, inventory, context)
+        except FaultSpecError as exc:
+            raise CliError(str(exc)) from None
+        code = 0
+        try:
+            fault.inject()
+            if args.for_s:
+                # the fault's duration is the point of the command: wait for it (Ctrl-C ends it early)
+                time.sleep(args.for_s)
+        except (FaultUnsupported, FaultSpecError) as exc:
+            raise CliError(str(exc)) from None
+        except FaultError:
+            code = EXIT_FAILED
+        except KeyboardInterrupt:
+            fault.error = fault.error or "interrupted"
+            code = 130
+        finally:
+            try:
+                fault.heal()
+            except FaultError:
+                code = EXIT_FAILED
+        if fault.injected and code != EXIT_FAILED and not fault.verify():
+            code = EXIT_FAILED
+        print(json.dumps(dict(fault.record(), timings={k: round(v, 3) for k, v in fault.timings.items()})))
+        if code == EXIT_FAILED:
+            print(f"kvtestbed fault: {fault.error}", file=sys.stderr)
+        return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """A scenario file: every sweep point and repeat, each into results/<time>-<name>/ with its report."""
+    from kvtestbed.scenarios.runner import RunInputError, RunOptions, exit_code, run_file
+
+    root = project_root()
+    options = RunOptions(inventory=resolve_inventory(root, args.inventory),
+                         results_root=Path(args.results) if args.results else root / "results",
+                         overrides=tuple(args.set or ()), repeats=args.repeat, seed=args.seed)  # fmt: skip
+    try:
+        outcomes = run_file(Path(args.scenario), options)
+    except RunInputError as exc:
+        raise CliError(str(exc)) from None
+    return exit_code(outcomes)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """One run: (re)write its report.html. Several: a comparison page, and the table on the terminal."""
+    from kvtestbed.report import ReportError, compare, format_table, main_report
+
+    paths = [Path(p) for p in args.runs]
+    try:
+        page = main_report(paths, Path(args.out) if args.out else None)
+        if len(paths) > 1:
+            print(format_table(compare(paths)))
+    except ReportError as exc:
+        raise CliError(str(exc)) from None
+    print(f"report: {page}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvtestbed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -201,6 +310,38 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--tls-ca", help="CA file for TLS targets")
     load.add_argument("--out", help="results folder (default results/load/<time>-<classes>)")
     load.set_defaults(func=cmd_load)
+
+    run = sub.add_parser("run", help="run a scenario: load, faults, accounting, results and report (scenarios/)")
+    run.add_argument("scenario", help="a scenario file, e.g. scenarios/demo.yml")
+    run.add_argument("--inventory", "-i", default="inventory/lab", help="inventory path (default: the lab)")
+    run.add_argument("--set", action="append", metavar="PATH=VALUE",
+                     help="override a field of the file, e.g. --set duration=2m --set faults.0.for=20")
+    run.add_argument("--repeat", type=int, help="repeats of each run (default: the file's `repeats`)")
+    run.add_argument("--results", help="results root (default results/)")
+    run.add_argument("--seed", type=int, help="seed for random targets (one, minority, replica)")
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="rewrite a run's report.html, or compare runs side by side")
+    report.add_argument("runs", nargs="+", help="results folders (one: its report; several: a comparison)")
+    report.add_argument("--out", help="where to write the page (default: in the run, or beside the first run)")
+    report.set_defaults(func=cmd_report)
+
+    heal = sub.add_parser("heal", help="undo every fault a runner left on the inventory's hosts (docs/faults.md)")
+    heal.add_argument("--inventory", "-i", default="inventory/lab", help="inventory path (default: the lab)")
+    heal.set_defaults(func=cmd_heal)
+
+    fault = sub.add_parser("fault", help="inject one fault, hold it, heal, verify; prints one JSON record")
+    fault.add_argument("kind", help="kill, stop, pause, partition, shape, netem, reboot or clock")
+    fault.add_argument("--group", required=True, help="inventory group the target is resolved in")
+    fault.add_argument("--target", required=True, help="primary, replica, one, minority, majority, all or a host")
+    fault.add_argument("--for", dest="for_s", type=_duration_s, help="seconds until heal, e.g. 15s")
+    fault.add_argument("--service", help="kv, sentinel, nats, agent:<name> or a unit (process faults)")
+    fault.add_argument("--param", action="append", metavar="NAME=VALUE", help="a kind's param, e.g. shape=isolate")
+    fault.add_argument("--id", help="the fault's id (default: <kind>-<random>)")
+    fault.add_argument("--grace", type=_duration_s, default=10.0,
+                       help="the dead-man heals this long after --for (default 10s)")
+    fault.add_argument("--inventory", "-i", default="inventory/lab", help="inventory path (default: the lab)")
+    fault.set_defaults(func=cmd_fault)
     return parser
 
 

@@ -1,0 +1,422 @@
+"""`kvtestbed run SCENARIO`: one scenario (each sweep point, each repeat) from inventory to report.
+
+The order of a run, and why:
+1. Everything that can be refused is checked before anything starts (exit 2): the file, the inventory it needs,
+   SSH to every host it touches, every fault's entry, the writers' secrets.
+2. Leftovers of an earlier runner are healed on the hosts (heal_all), as ducktape and multipass learned to.
+3. Agents start, then the runner's own writers (t0: the run's clock), then the warm-up, then the measured phase
+   with the fault schedule (each fault in a thread of its own: inject, wait `for`, heal, verify).
+4. Whatever ends the run (its end, Ctrl-C, SIGTERM, an error) the faults are healed and the agents stopped in a
+   `finally`, and a runner killed outright is covered by the dead-man timers the faults armed on the hosts.
+5. After the heal, the checks (read-back of every write from the primary the Sentinels agree on), the summary with
+   its SLOs, the report. Exit 1 when an SLO is violated or the run failed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from kvtestbed.accounting import AccountingError, OpLog, SentinelTarget, Writer, agreed_primary, check_run, read_ops
+from kvtestbed.accounting.availability import compare_failover, servers_failover
+from kvtestbed.faults import Fault, FaultError, FaultSpecError, FaultUnsupported, heal_all, make_context, make_fault
+from kvtestbed.faults.registry import default_secrets_dir
+from kvtestbed.inventory import Inventory, InventoryError
+from kvtestbed.remote import RemoteError, Remotes
+from kvtestbed.report import write_report
+from kvtestbed.results.store import RunDir
+from kvtestbed.results.summary import complete_summary
+from kvtestbed.scenarios import Scenario, ScenarioError, check_against, load_scenario
+from kvtestbed.scenarios import agents as agent_control
+from kvtestbed.scenarios.wiring import WiringError, group_views, host_of, sentinel_target
+
+# a writer's bounds beyond the planned run (a stop that comes late must not let it write forever)
+WRITER_SLACK_S = 60.0
+# Sentinels and the killed server settle after the heal before the read-back asks who the primary is
+SETTLE_TIMEOUT_S = 60.0
+PROGRESS_EVERY_S = 1.0
+
+
+class RunInputError(ValueError):
+    """Bad input: one line, exit 2, nothing started."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM during a run."""
+
+
+@dataclass
+class RunOptions:
+    inventory: Path
+    results_root: Path
+    overrides: tuple[str, ...] = ()
+    repeats: int | None = None
+    seed: int | None = None
+    out: TextIO = sys.stdout
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    status: str
+    summary: dict[str, Any]
+
+
+def run_file(path: Path, options: RunOptions) -> list[RunOutcome]:
+    """Every sweep point and repeat of a scenario file, one after another."""
+    try:
+        scenarios = load_scenario(path, list(options.overrides))
+        inventory = Inventory.load(options.inventory)
+        groups, group_vars = group_views(inventory)
+        for scenario in scenarios:
+            check_against(scenario, groups, group_vars)
+    except (ScenarioError, InventoryError) as exc:
+        raise RunInputError(str(exc)) from None
+    outcomes = []
+    for scenario in scenarios:
+        for repeat in range(1, (options.repeats or scenario.repeats) + 1):
+            outcomes.append(ScenarioRun(scenario, inventory, options, repeat).execute())
+    return outcomes
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM behaves as Ctrl-C for the run: the same `finally` heals both."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class ScenarioRun:
+    def __init__(self, scenario: Scenario, inventory: Inventory, options: RunOptions, repeat: int) -> None:
+        self.scenario = scenario
+        self.inventory = inventory
+        self.options = options
+        self.repeat = repeat
+        self.secrets_dir = default_secrets_dir(inventory)
+        self.remotes = Remotes()
+        self.t0 = 0.0
+        self.faults: list[tuple[Any, Fault]] = []
+        self.fault_threads: list[threading.Thread] = []
+        self.writers: dict[str, Writer] = {}
+        self.targets: dict[str, SentinelTarget] = {}
+        self.agents: list[agent_control.AgentHandle] = []
+        self.timeline: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.run_dir: RunDir | None = None
+
+    # -- the clock -------------------------------------------------------------------------------------
+    def clock(self) -> float:
+        return time.monotonic() - self.t0
+
+    def event(self, source: str, event: str, detail: dict[str, Any]) -> None:
+        self.timeline.append({"t": round(self.clock(), 6), "source": source, "event": event, "detail": detail})
+
+    def say(self, line: str) -> None:
+        print(line, file=self.options.out, flush=True)
+
+    # -- preflight: everything that can be refused, before anything starts -------------------------------
+    def preflight(self) -> None:
+        s = self.scenario
+        hosts = {h.name: h for group in s.groups_used() for h in self.inventory.group(group)}
+        for host in hosts.values():
+            if not self.remotes(host).answers(timeout=10):
+                raise RunInputError(f"host {host.name} ({host.address}) does not answer on SSH: is it up?")
+        ctx = make_context(self.inventory, self.remotes, clock=self.clock, primary_of=self.primary_of,
+                           seed=self.options.seed, secrets_dir=self.secrets_dir)
+        for index, entry in enumerate(s.faults):
+            spec = {"kind": entry.kind, "group": entry.group, "target": entry.target, "for": entry.for_s,
+                    "service": entry.service, "params": dict(entry.params)}
+            try:
+                self.faults.append((entry, make_fault(spec, self.inventory, ctx)))
+            except (FaultSpecError, FaultUnsupported) as exc:
+                raise RunInputError(f"{s.source}: faults[{index}]: {exc}") from None
+        for writer in s.writers:
+            try:
+                self.targets[writer.name] = sentinel_target(self.inventory, writer.group, self.secrets_dir)
+            except (WiringError, AccountingError) as exc:
+                raise RunInputError(f"{s.source}: writers {writer.name}: {exc}") from None
+        for agent in s.agents:
+            try:
+                self.agents.append(
+                    agent_control.locate(agent.name, agent.host, self.inventory, self._remote_by_name())
+                )
+            except (agent_control.AgentError, InventoryError, RemoteError) as exc:
+                raise RunInputError(f"{s.source}: agents {agent.name}: {exc}") from None
+
+    def _remote_by_name(self) -> dict[str, Any]:
+        return {name: self.remotes(host) for name, host in self.inventory.hosts.items()}
+
+    def primary_of(self, group: str) -> str:
+        """The host the Sentinels agree is the primary of `group` now (faults' `primary`/`replica`)."""
+        target = self.targets.get(next((w.name for w in self.scenario.writers if w.group == group), ""))
+        if target is None:
+            target = sentinel_target(self.inventory, group, self.secrets_dir)
+        address = agreed_primary(target, timeout_s=10)
+        name = host_of(self.inventory, address)
+        if name is None:
+            raise FaultError(f"group {group}: the Sentinels name {address}, which is no host of the inventory")
+        return name
+
+    # -- the run ---------------------------------------------------------------------------------------
+    def execute(self) -> RunOutcome:
+        s = self.scenario
+        started = datetime.now(UTC)
+        self.preflight()
+        healed = heal_all(self.inventory, self.remotes)
+        run_dir = self.run_dir = RunDir.create(self.options.results_root, s.name, started)
+        run_dir.write_scenario(s.to_yaml())
+        self.t0 = time.monotonic()
+        t0_unix = time.time()
+        for line in healed:
+            self.event("runner", "leftover-healed", {"what": line})
+        status, error = "passed", None
+        phases: dict[str, list[float]] = {}
+        try:
+            with _signals_raise():
+                self.say(f"run {run_dir.id}: {s.name} (repeat {self.repeat}), results in {run_dir.path}")
+                self._start_agents()
+                self._start_writers()
+                self._phase("warm-up", s.warmup_s, phases, "warmup")
+                m0 = self.clock()
+                self._schedule_faults(m0)
+                self._phase("measure", s.duration_s, phases, "measure", m0)
+        except Interrupted as exc:
+            status, error = "interrupted", f"interrupted by {exc}"
+        except (FaultError, FaultUnsupported, RemoteError, AccountingError, agent_control.AgentError) as exc:
+            status, error = "failed", str(exc)
+        finally:
+            self.stop.set()
+            self._stop_writers()
+            heal_error = self._heal_faults()
+            if heal_error and status == "passed":
+                status, error = "failed", heal_error
+            self._stop_agents()
+        clients: dict[str, Any] = {}
+        servers: list[dict[str, Any]] = []
+        if status in ("passed", "failed", "interrupted"):
+            try:
+                clients, servers = self._account(phases)
+            except (AccountingError, OSError) as exc:
+                if status == "passed":
+                    status, error = "failed", f"checks: {exc}"
+        summary = self._summary(started, t0_unix, status, error, phases, clients, servers)
+        summary = complete_summary(summary, [dict(slo.__dict__) for slo in s.slo])
+        for event in sorted(self.timeline, key=lambda e: e["t"]):
+            run_dir.append_timeline(event)
+        run_dir.write_summary(summary)
+        report = write_report(run_dir)
+        self.remotes.close()
+        self.say(summary_table(summary))
+        self.say(f"report: {report}")
+        return RunOutcome(run_dir.path, summary["run"]["status"], summary)
+
+    def _phase(self, name: str, seconds: float, phases: dict[str, list[float]], key: str,
+               start: float | None = None) -> None:
+        begin = self.clock() if start is None else start
+        phases[key] = [round(begin, 6), round(begin + seconds, 6)]
+        end = begin + seconds
+        while (left := end - self.clock()) > 0:
+            if self.stop.wait(min(PROGRESS_EVERY_S, left)):
+                return
+            self._progress(name, end)
+            for writer in self.writers.values():
+                if not writer.running:
+                    raise AccountingError(f"writer {writer.name} stopped before the run's end")
+
+    def _progress(self, phase: str, end: float) -> None:
+        counts = " ".join(
+            f"{name} ok {w.counts.ok} fail {w.counts.fail} unknown {w.counts.unknown}"
+            for name, w in self.writers.items()
+        )
+        active = [f.kind for _, f in self.faults if f.injected and not f.healed]
+        faults = f" | fault {', '.join(active)}" if active else ""
+        self.say(f"  {phase} {self.clock():6.1f} s (ends {end:.0f} s) | {counts}{faults}")
+
+    def _start_agents(self) -> None:
+        for agent in self.agents:
+            agent_control.start(agent, self.remotes(agent.host))
+            self.event("runner", "agent-started", {"agent": agent.name, "host": agent.host.name})
+
+    def _stop_agents(self) -> None:
+        assert self.run_dir is not None
+        for agent in self.agents:
+            payload = agent_control.collect(agent)
+            if payload is not None:
+                path = self.run_dir.agents_raw_dir / f"{agent.name}.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(payload, indent=1, sort_keys=True))
+                agent.summary = payload.get("summary") or {}
+            problem = agent_control.stop(agent, self.remotes(agent.host))
+            if problem:
+                self.errors.append(problem)
+
+    def _start_writers(self) -> None:
+        assert self.run_dir is not None
+        s = self.scenario
+        bound_s = s.warmup_s + s.duration_s + WRITER_SLACK_S
+        for spec in s.writers:
+            writer = Writer.for_strategy(
+                spec.name, spec.strategy, self.targets[spec.name], spec.key_prefix, spec.rate,
+                OpLog(self.run_dir.ops_path(spec.name)), t0=self.t0,
+                max_ops=int(spec.rate * bound_s) + 1, max_duration_s=bound_s,
+            )  # fmt: skip
+            self.writers[spec.name] = writer
+            writer.start()
+        for group in sorted({w.group for w in s.writers}):
+            self.event("runner", "primary", {"group": group, "host": self.primary_of(group)})
+
+    def _stop_writers(self) -> None:
+        heard: set[str] = set()  # every writer of a group hears the same Sentinels: keep one copy of what they say
+        for spec in self.scenario.writers:
+            writer = self.writers.get(spec.name)
+            if writer is None:
+                continue
+            writer.stop()
+            first = spec.group not in heard
+            heard.add(spec.group)
+            self.timeline.extend(e for e in writer.events() if first or e.get("source") == spec.name)
+
+    def _schedule_faults(self, m0: float) -> None:
+        for entry, fault in self.faults:
+            thread = threading.Thread(target=self._fault_life, args=(entry, fault, m0), daemon=True,
+                                      name=f"fault-{fault.id}")  # fmt: skip
+            self.fault_threads.append(thread)
+            thread.start()
+
+    def _fault_life(self, entry: Any, fault: Fault, m0: float) -> None:
+        """inject at m0 + at, heal after `for`, verify; errors go to self.errors (the main thread fails the run)."""
+        if self.stop.wait(max(m0 + entry.at_s - self.clock(), 0)):
+            return
+        try:
+            fault.inject()
+            self.event("runner", "fault-injected", {"id": fault.id, "kind": fault.kind,
+                                                     "hosts": [h.name for h in fault.targets]})  # fmt: skip
+            if entry.for_s:
+                self.stop.wait(max(m0 + entry.at_s + entry.for_s - self.clock(), 0))
+            fault.heal()
+            self.event("runner", "fault-healed", {"id": fault.id})
+            if not self.stop.is_set() and not fault.verify():
+                self.errors.append(fault.error or f"{fault.kind} {fault.id}: not recovered")
+        except (FaultError, FaultUnsupported, RemoteError) as exc:
+            self.errors.append(str(exc))
+
+    def _heal_faults(self) -> str | None:
+        """Heal every fault still in place (the run ended early or a thread failed); the first error, if any."""
+        for thread in self.fault_threads:
+            thread.join(timeout=1.0 if self.stop.is_set() else None)
+        problems = list(self.errors)
+        for _, fault in self.faults:
+            try:
+                fault.heal()
+            except (FaultError, RemoteError) as exc:
+                problems.append(f"heal failed: {exc}")
+            if self.run_dir is not None and fault.injected:
+                self.run_dir.append_fault(fault.record())
+        return problems[0] if problems else None
+
+    # -- after the run ---------------------------------------------------------------------------------
+    def _account(self, phases: dict[str, list[float]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        assert self.run_dir is not None
+        if not self.writers:
+            return {}, []
+        measure = tuple(phases["measure"]) if "measure" in phases else None
+        records = [fault.record() for _, fault in self.faults if fault.injected]
+        clients: dict[str, Any] = {}
+        switches = servers_failover(self.timeline)
+        for group in sorted({w.group for w in self.scenario.writers}):
+            names = [w.name for w in self.scenario.writers if w.group == group]
+            target = self.targets[names[0]]
+            agreed_primary(target, timeout_s=SETTLE_TIMEOUT_S)
+            ops = {name: read_ops(self.run_dir.ops_path(name)) for name in names}
+            strategies = {w.name: w.strategy for w in self.scenario.writers if w.group == group}
+            clients.update(check_run(ops, strategies, target, measure, records, timeout_s=SETTLE_TIMEOUT_S))
+            for name in names:
+                if records and records[0].get("t_inject") is not None:
+                    both = compare_failover(ops[name], float(records[0]["t_inject"]), switches)
+                    clients[name]["failover_vs_servers"] = both
+            self.event("runner", "primary", {"group": group, "host": self.primary_of(group)})
+        return clients, switches
+
+    def _summary(self, started: datetime, t0_unix: float, status: str, error: str | None,
+                 phases: dict[str, list[float]], clients: dict[str, Any],
+                 servers: list[dict[str, Any]]) -> dict[str, Any]:
+        s = self.scenario
+        if error is None and self.errors:
+            status, error = "failed", self.errors[0]
+        ended = datetime.now(UTC)
+        load: dict[str, float] = {}
+        for agent in self.agents:
+            load.update(agent_control.numeric_leaves(agent.summary, f"agents.{agent.name}"))
+        hosts = {}
+        for name in sorted({h.name for g in s.groups_used() for h in self.inventory.group(g)}):
+            host = self.inventory.host(name)
+            hosts[name] = {"address": host.address, "profile": host.vars.get("lab_profile"),
+                           "arch": host.vars.get("ansible_architecture"), "groups": list(host.groups)}  # fmt: skip
+        engines = {}
+        for group in s.groups_used():
+            members = self.inventory.group(group)
+            kv = members[0].vars.get(f"{group}_kvstore") if members else None
+            if isinstance(kv, dict):
+                engines[group] = {"engine": kv.get("engine"), "version": None, "topology": kv.get("topology")}
+        return {
+            "schema": 1,
+            "run": {"id": self.run_dir.id if self.run_dir else "", "scenario": s.name, "description": s.description,
+                    "tags": list(s.tags), "repeat": self.repeat, "started": started.isoformat(),
+                    "ended": ended.isoformat(), "t0_unix": t0_unix, "duration_s": round(self.clock(), 3),
+                    "status": status, "error": error, "overrides": dict(s.overrides)},
+            "inventory": {"hosts": hosts},
+            "engines": engines,
+            "phases": phases,
+            "faults": [fault.record() for _, fault in self.faults if fault.injected],
+            "clients": clients,
+            "servers_failover": servers,
+            "load": load,
+            "slo": [],
+            "figures": {},
+        }  # fmt: skip
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The end of a run in a few lines: status, per client the figures users ask for, the SLOs."""
+    run = summary["run"]
+    lines = [f"{run['scenario']}: {run['status']}" + (f" ({run['error']})" if run.get("error") else "")]
+    header = f"  {'client':<20} {'strategy':<9} {'ok':>7} {'fail':>6} {'unknown':>7} {'lost':>6} " \
+             f"{'unavail s':>9} {'failover s':>10} {'p99 us':>8}"
+    if summary.get("clients"):
+        lines.append(header)
+    for name, c in summary.get("clients", {}).items():
+        failover = "-" if c.get("failover_s") is None else f"{c['failover_s']:.2f}"
+        p99 = (c.get("latency_us") or {}).get("p99")
+        lines.append(f"  {name:<20} {c.get('strategy', ''):<9} {c['ok']:>7} {c['fail']:>6} {c['unknown']:>7} "
+                     f"{c['lost']:>6} {c['unavailability_s']:>9.2f} {failover:>10} {p99 if p99 else '-':>8}")
+    for slo in summary.get("slo", []):
+        value = "n/a" if slo.get("value") is None else f"{slo['value']:g}"
+        mark = "ok" if slo["ok"] else "VIOLATED"
+        lines.append(f"  SLO {slo['figure']} {slo['op']} {slo['threshold']:g}: {value} {mark}")
+    return "\n".join(lines)
+
+
+def exit_code(outcomes: list[RunOutcome]) -> int:
+    return 0 if outcomes and all(o.status == "passed" for o in outcomes) else 1
+

@@ -1,0 +1,86 @@
+"""The fields a scenario file may have, as one tree: the parser rejects keys that are not here (a typo must not be
+ignored) and `--set`/sweep paths are checked against it. Vocabularies (kinds, strategies, figures) live here too,
+so that the messages listing them and the checks using them cannot drift apart."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+# Leaf markers of the tree.
+SCALAR: Final = "scalar"  # a number, string or boolean (or a whole list/mapping given as one value)
+FREE: Final = "free"  # a mapping whose keys the scenario file chooses (agents' config, Locust options, params)
+SWEEP: Final = "sweep"  # sweep: {<dotted path>: [values]}: the rest of a path is ONE key
+
+WRITER_FIELDS: Final = {"name": SCALAR, "group": SCALAR, "strategy": SCALAR, "rate": SCALAR,
+                        "key_prefix": SCALAR, "value_size": SCALAR}
+AGENT_FIELDS: Final = {"name": SCALAR, "kind": SCALAR, "host": SCALAR, "config": FREE}
+LOAD_FIELDS: Final = {"users": [SCALAR], "count": SCALAR, "rate": SCALAR, "spawn_rate": SCALAR, "target": SCALAR,
+                      "processes": SCALAR, "options": FREE}
+FAULT_FIELDS: Final = {"at": SCALAR, "for": SCALAR, "kind": SCALAR, "group": SCALAR, "target": SCALAR,
+                       "service": SCALAR, "params": FREE}
+SLO_FIELDS: Final = {"figure": SCALAR, "op": SCALAR, "threshold": SCALAR}
+NEEDS_FIELDS: Final = {"groups": [SCALAR], "engines": FREE, "topologies": FREE}
+
+# A list is written as a one-element list holding the schema of its elements.
+SCENARIO_FIELDS: Final[dict[str, Any]] = {
+    "name": SCALAR,
+    "description": SCALAR,
+    "tags": [SCALAR],
+    "repeats": SCALAR,
+    "needs": NEEDS_FIELDS,
+    "warmup": SCALAR,
+    "duration": SCALAR,
+    "writers": [WRITER_FIELDS],
+    "agents": [AGENT_FIELDS],
+    "load": LOAD_FIELDS,
+    "faults": [FAULT_FIELDS],
+    "checks": [SCALAR],
+    "slo": [SLO_FIELDS],  # an entry may also be one string "<figure> <op> <number>"
+    "sweep": SWEEP,
+}
+
+ENGINES: Final = ("redis", "valkey", "keydb", "nats")
+TOPOLOGIES: Final = ("standalone", "replication", "cluster", "mesh")  # roles/kvstore: kvstore_topology
+STRATEGIES: Final = ("redis-py", "quorum")
+AGENT_KINDS: Final = ("observer", "expiry", "streams", "pipeline", "hotkeys")
+
+FAULT_KINDS: Final = ("kill", "stop", "pause", "partition", "shape", "netem", "reboot", "clock")
+# kinds that change something until healed: their `for` (time until heal) is required
+FAULT_KINDS_NEED_FOR: Final = frozenset({"stop", "pause", "partition", "shape", "netem", "clock"})
+# kinds that act on a host's network or clock, not on a service
+FAULT_KINDS_WITHOUT_SERVICE: Final = frozenset({"partition", "shape", "netem", "clock"})
+FAULT_TARGETS: Final = ("primary", "replica", "one", "minority", "majority", "all")
+FAULT_SERVICES: Final = ("kv", "sentinel", "nats")  # or agent:<name>, or a systemd unit <name>.service
+FAULT_PARAMS: Final[dict[str, tuple[str, ...]]] = {
+    "kill": ("signal",),
+    "stop": (),
+    "pause": (),
+    "partition": ("shape", "direction"),
+    "shape": ("rate", "burst", "latency"),
+    "netem": ("delay", "jitter", "loss"),
+    "reboot": (),
+    "clock": ("step",),
+}
+SIGNALS: Final = ("KILL", "TERM", "INT", "QUIT", "HUP", "ABRT", "SEGV")
+PARTITION_SHAPES: Final = ("isolate", "halves", "one-way")
+PARTITION_DIRECTIONS: Final = ("in", "out")
+
+# checks run after the heal
+CHECKS: Final[dict[str, str]] = {
+    "lost-writes": "read back every acknowledged write of each writer through its own strategy: lost and unexpected",
+    "read-back": "the same read-back on every server of each writer's group, per node (replicas caught up)",
+    "servers-agree": "every server of each used group agrees on one primary and its replicas follow it",
+    "agents": "the agents' own loss and duplicate counters (expiry dedup, streams, pipeline) after they drain",
+}
+CHECKS_NEEDING_WRITERS: Final = frozenset({"lost-writes", "read-back"})
+
+# figures an SLO may name (summary.json "figures"): clients.<writer|*>.<field>, load.<name>, and these
+CLIENT_FIGURES: Final = ("attempted", "ok", "fail", "unknown", "lost", "unexpected", "unknown_applied",
+                         "unavailability_s", "failover_s", "ops_per_s",
+                         "latency_us.p50", "latency_us.p90", "latency_us.p99", "latency_us.p99.9", "latency_us.max")
+RUN_FIGURES: Final = ("faults.count", "run.duration_s")
+SLO_OPS: Final = ("<=", ">=", "==", "<", ">")  # two-character ones first: the string form is split on them
+
+MAX_WRITER_RATE: Final = 5000.0  # ops/s per writer: the controller is one Python process beside the lab
+MAX_REPEATS: Final = 100
+MAX_SWEEP_POINTS: Final = 256

@@ -1,0 +1,328 @@
+"""The scenario file model (scenarios/README.md documents every field) and its first validation stage, the file
+alone: `load_scenario(path, overrides)` reads the YAML, applies `--set` overrides, expands the sweep and returns one
+checked Scenario per sweep point. The second stage, against an inventory, is inventory_check.check_against."""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kvtestbed.scenarios import schema
+from kvtestbed.scenarios.errors import FieldError, ScenarioError
+from kvtestbed.scenarios.fault_entries import Fault, parse_faults
+from kvtestbed.scenarios.overrides import apply_overrides, sweep_points
+from kvtestbed.scenarios.slo import Slo, parse_slos
+from kvtestbed.scenarios.values import (
+    FieldPath,
+    check_keys,
+    choice,
+    integer,
+    mapping,
+    name,
+    number,
+    seconds,
+    sequence,
+    text,
+)
+from kvtestbed.scenarios.yamlfile import read_mapping
+
+_GROUP = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+_USER_CLASS = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_OPTION = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+__all__ = ["Agent", "Fault", "Load", "Needs", "Scenario", "ScenarioError", "Slo", "Writer", "load_scenario",
+           "parse_scenario"]
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What the run needs from the inventory (checked by check_against before anything starts)."""
+
+    groups: tuple[str, ...] = ()  # groups that must exist and have hosts
+    engines: dict[str, str] = field(default_factory=dict)  # group -> redis | valkey | keydb | nats
+    topologies: dict[str, str] = field(default_factory=dict)  # group -> standalone | replication | cluster | mesh
+
+
+@dataclass(frozen=True)
+class Writer:
+    """One of the runner's own accounting clients (an op log per client, read back after the heal)."""
+
+    name: str
+    group: str  # the key-value group it writes to
+    strategy: str  # redis-py (redis-py's Sentinel client: first valid answer) | quorum (majority of Sentinels)
+    rate: float  # ops/s, open loop, 0 < rate <= schema.MAX_WRITER_RATE
+    key_prefix: str  # default kvt:acct:<name>
+    value_size: int  # bytes, default 64
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A deployed agent (kvtestbed-agent@<name>.service) the run starts, configures and stops."""
+
+    name: str
+    kind: str  # observer | expiry | streams | pipeline | hotkeys
+    host: str | None  # None: wherever the inventory's agents_instances put it
+    config: dict[str, Any] = field(default_factory=dict)  # the agent's own config, not checked here
+
+
+@dataclass(frozen=True)
+class Load:
+    """A Locust run with kvload's users (kvtestbed.load.runner.LoadSpec), started with the warm-up."""
+
+    users: tuple[str, ...]  # kvload user classes (python -m kvload.catalog)
+    count: int  # number of Locust users
+    rate: str  # open-loop profile, kvload.profiles syntax ("" = closed loop for warmup + duration)
+    spawn_rate: float | None  # users started per second; None = all at once
+    target: str  # an inventory group (resolved by the runner) or a URL (redis://..., nats://...)
+    processes: int
+    options: dict[str, str] = field(default_factory=dict)  # kvload options without --kvt-, e.g. keys: "1000"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    tags: tuple[str, ...]
+    repeats: int
+    needs: Needs
+    warmup_s: float  # discarded phase before the measurement
+    duration_s: float  # the measured phase; fault times count from its start
+    writers: tuple[Writer, ...]
+    agents: tuple[Agent, ...]
+    load: Load | None
+    faults: tuple[Fault, ...]
+    checks: tuple[str, ...]  # names from schema.CHECKS, run after the heal
+    slo: tuple[Slo, ...]
+    source: str  # the file, as the user named it
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set and sweep values applied, by dotted path
+    sweep_values: dict[str, Any] = field(default_factory=dict)  # the sweep's part of overrides (a sweep's x axis)
+    document: dict[str, Any] = field(default_factory=dict)  # the mapping as run (overrides applied, no sweep)
+
+    def groups_used(self) -> tuple[str, ...]:
+        """Every inventory group the scenario names, in first-use order."""
+        found: dict[str, None] = dict.fromkeys(self.needs.groups)
+        found.update(dict.fromkeys(self.needs.engines))
+        found.update(dict.fromkeys(self.needs.topologies))
+        found.update(dict.fromkeys(w.group for w in self.writers))
+        found.update(dict.fromkeys(f.group for f in self.faults))
+        if self.load and "://" not in self.load.target:
+            found[self.load.target] = None
+        return tuple(found)
+
+    def to_yaml(self) -> str:
+        """The scenario as run, for results/<run>/scenario.yml."""
+        return yaml.safe_dump(self.document, sort_keys=False, allow_unicode=True)
+
+
+def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> list[Scenario]:
+    """Read, override (`key=value` strings as given to --set), expand the sweep and check a scenario file.
+
+    Returns one Scenario per sweep point (one without a sweep). Raises ScenarioError, one line, on any problem.
+    """
+    source = str(path)
+    raw = read_mapping(Path(path), source)
+    try:
+        check_keys(raw, schema.SCENARIO_FIELDS, ())
+    except FieldError as exc:
+        raise exc.at(source) from None
+    document, applied = apply_overrides(raw, overrides, source)
+    sweep = document.pop("sweep", None)
+    scenarios = []
+    for point_document, point in sweep_points(document, sweep, applied, source):
+        context = ", ".join(f"{k}={v}" for k, v in point.items())
+        try:
+            scenarios.append(parse_scenario(point_document, source, {**applied, **point}, point))
+        except FieldError as exc:
+            raise exc.at(source, f"sweep {context}" if context else "") from None
+    return scenarios
+
+
+def parse_scenario(document: dict[str, Any], source: str, overrides: dict[str, Any] | None = None,
+                   sweep_values: dict[str, Any] | None = None) -> Scenario:
+    """Stage 1 on one mapping (overrides already applied, no sweep). Raises FieldError (load_scenario adds the
+    file name); callers outside this package use load_scenario."""
+    check_keys(document, schema.SCENARIO_FIELDS, ())
+    if "sweep" in document:
+        raise FieldError(("sweep",), "expand sweeps with load_scenario")
+    scenario_name = name(document.get("name"), ("name",))
+    duration_s = _duration(document)
+    warmup_s = seconds(document.get("warmup", 0), ("warmup",))
+    if warmup_s < 0:
+        raise FieldError(("warmup",), f"{warmup_s:g} s is negative")
+    writers = _writers(document.get("writers"))
+    writer_names = tuple(w.name for w in writers)
+    agents = _agents(document.get("agents"))
+    return Scenario(
+        name=scenario_name,
+        description=text(document.get("description"), ("description",), required=False),
+        tags=tuple(text(t, ("tags", i)) for i, t in enumerate(sequence(document.get("tags"), ("tags",)))),
+        repeats=integer(document.get("repeats", 1), ("repeats",), minimum=1, maximum=schema.MAX_REPEATS),
+        needs=_needs(document.get("needs")),
+        warmup_s=warmup_s,
+        duration_s=duration_s,
+        writers=writers,
+        agents=agents,
+        load=_load(document.get("load"), warmup_s + duration_s),
+        faults=parse_faults(document.get("faults"), duration_s),
+        checks=_checks(document.get("checks"), writers, agents),
+        slo=parse_slos(document.get("slo"), writer_names),
+        source=source,
+        overrides=dict(overrides or {}),
+        sweep_values=dict(sweep_values or {}),
+        document=copy.deepcopy(document),
+    )
+
+
+def _duration(document: dict[str, Any]) -> float:
+    if document.get("duration") is None:
+        raise FieldError(("duration",), "required: the measured phase in seconds (e.g. 60 or \"2m\")")
+    duration_s = seconds(document["duration"], ("duration",))
+    if duration_s <= 0:
+        raise FieldError(("duration",), f"{duration_s:g} s: must be > 0")
+    return duration_s
+
+
+def _group(value: Any, path: FieldPath) -> str:
+    group = text(value, path)
+    if not _GROUP.match(group):
+        raise FieldError(path, f"{group!r} is not an inventory group name")
+    return group
+
+
+def _needs(raw: Any) -> Needs:
+    needs = mapping(raw, ("needs",))
+    check_keys(needs, schema.NEEDS_FIELDS, ("needs",))
+    groups = tuple(_group(g, ("needs", "groups", i)) for i, g in enumerate(sequence(needs.get("groups"),
+                                                                                    ("needs", "groups"))))
+    engines = {_group(g, ("needs", "engines", str(g))): choice(e, ("needs", "engines", str(g)), schema.ENGINES,
+                                                                "engine")
+               for g, e in mapping(needs.get("engines"), ("needs", "engines")).items()}
+    topologies = {_group(g, ("needs", "topologies", str(g))): choice(t, ("needs", "topologies", str(g)),
+                                                                     schema.TOPOLOGIES, "topology")
+                  for g, t in mapping(needs.get("topologies"), ("needs", "topologies")).items()}
+    return Needs(tuple(dict.fromkeys(groups)), engines, topologies)
+
+
+def _unique(names: list[str], section: str) -> None:
+    for i, item in enumerate(names):
+        if item in names[:i]:
+            raise FieldError((section, i, "name"), f"{item!r} is already the name of {section}[{names.index(item)}]")
+
+
+def _writers(raw: Any) -> tuple[Writer, ...]:
+    writers = []
+    for i, entry in enumerate(sequence(raw, ("writers",))):
+        path: FieldPath = ("writers", i)
+        entry = mapping(entry, path)
+        check_keys(entry, schema.WRITER_FIELDS, path)
+        writer_name = name(entry.get("name"), (*path, "name"))
+        rate = number(entry.get("rate"), (*path, "rate")) if entry.get("rate") is not None else None
+        if rate is None:
+            raise FieldError((*path, "rate"), "required: operations per second")
+        if not 0 < rate <= schema.MAX_WRITER_RATE:
+            raise FieldError((*path, "rate"), f"{rate:g} ops/s: must be > 0 and <= {schema.MAX_WRITER_RATE:g}")
+        writers.append(Writer(
+            name=writer_name,
+            group=_group(entry.get("group"), (*path, "group")),
+            strategy=choice(entry.get("strategy"), (*path, "strategy"), schema.STRATEGIES, "strategy"),
+            rate=rate,
+            key_prefix=text(entry.get("key_prefix", f"kvt:acct:{writer_name}"), (*path, "key_prefix")),
+            value_size=integer(entry.get("value_size", 64), (*path, "value_size"), minimum=1, maximum=1 << 20),
+        ))
+    _unique([w.name for w in writers], "writers")
+    return tuple(writers)
+
+
+def _agents(raw: Any) -> tuple[Agent, ...]:
+    agents = []
+    for i, entry in enumerate(sequence(raw, ("agents",))):
+        path: FieldPath = ("agents", i)
+        entry = mapping(entry, path)
+        check_keys(entry, schema.AGENT_FIELDS, path)
+        host = text(entry.get("host"), (*path, "host"), required=False) or None
+        agents.append(Agent(
+            name=name(entry.get("name"), (*path, "name")),
+            kind=choice(entry.get("kind"), (*path, "kind"), schema.AGENT_KINDS, "agent kind"),
+            host=host,
+            config=copy.deepcopy(mapping(entry.get("config"), (*path, "config"))),
+        ))
+    _unique([a.name for a in agents], "agents")
+    return tuple(agents)
+
+
+def _load(raw: Any, run_s: float) -> Load | None:
+    if raw is None:
+        return None
+    load = mapping(raw, ("load",))
+    check_keys(load, schema.LOAD_FIELDS, ("load",))
+    users = tuple(text(u, ("load", "users", i)) for i, u in enumerate(sequence(load.get("users"), ("load", "users"))))
+    if not users:
+        raise FieldError(("load", "users"), "name at least one kvload user class (python -m kvload.catalog)")
+    for i, user in enumerate(users):
+        if not _USER_CLASS.match(user):
+            raise FieldError(("load", "users", i), f"{user!r} is not a user class name")
+    rate = text(load.get("rate"), ("load", "rate"), required=False)
+    if rate:
+        _check_profile(rate, run_s)
+    spawn_rate = None
+    if load.get("spawn_rate") is not None:
+        spawn_rate = number(load["spawn_rate"], ("load", "spawn_rate"))
+        if spawn_rate <= 0:
+            raise FieldError(("load", "spawn_rate"), f"{spawn_rate:g}: must be > 0")
+    target = text(load.get("target"), ("load", "target"))
+    if "://" not in target and not _GROUP.match(target):
+        raise FieldError(("load", "target"), f"{target!r}: give an inventory group or a URL such as redis://host:6379")
+    return Load(
+        users=users,
+        count=integer(load.get("count", 10), ("load", "count"), minimum=1, maximum=100_000),
+        rate=rate,
+        spawn_rate=spawn_rate,
+        target=target,
+        processes=integer(load.get("processes", 1), ("load", "processes"), minimum=1, maximum=64),
+        options=_options(load.get("options")),
+    )
+
+
+def _check_profile(rate: str, run_s: float) -> None:
+    try:
+        from kvload.profiles import ProfileError, parse
+    except ImportError:  # kvload not installed beside the controller: the load runner checks it before starting
+        return
+    try:
+        profile = parse(rate)
+    except ProfileError as exc:
+        raise FieldError(("load", "rate"), str(exc)) from None
+    if profile.duration_s < run_s:
+        raise FieldError(("load", "rate"), f"the profile ends at {profile.duration_s:g} s, before the run's end at "
+                                           f"{run_s:g} s (warmup + duration): raise its for=")
+
+
+def _options(raw: Any) -> dict[str, str]:
+    options = {}
+    for key, value in mapping(raw, ("load", "options")).items():
+        path: FieldPath = ("load", "options", str(key))
+        if not isinstance(key, str) or not _OPTION.match(key) or key.startswith("kvt-"):
+            raise FieldError(path, "give kvload's option name without --kvt-, e.g. keys or get-ratio")
+        if isinstance(value, dict | list) or value is None:
+            raise FieldError(path, f"give one value, not {value!r}")
+        options[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return options
+
+
+def _checks(raw: Any, writers: tuple[Writer, ...], agents: tuple[Agent, ...]) -> tuple[str, ...]:
+    checks: list[str] = []
+    for i, entry in enumerate(sequence(raw, ("checks",))):
+        check = choice(entry, ("checks", i), tuple(schema.CHECKS), "check")
+        if check in checks:
+            raise FieldError(("checks", i), f"{check!r} is listed twice")
+        if check in schema.CHECKS_NEEDING_WRITERS and not writers:
+            raise FieldError(("checks", i), f"{check} reads back the writers' operations: add a writer")
+        if check == "agents" and not agents:
+            raise FieldError(("checks", i), "agents reads the agents' counters: add an agent")
+        checks.append(check)
+    return tuple(checks)

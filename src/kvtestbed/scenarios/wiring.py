@@ -1,0 +1,72 @@
+"""What a scenario's names mean in an inventory: group vars for stage 2, a writer's Sentinel target, the primary.
+
+Kept apart from the runner so each piece can be read (and tested) against a real inventory without running
+anything: the inventory decides where the Sentinels are and which secrets file holds which password.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kvtestbed.accounting import SentinelTarget
+from kvtestbed.inventory import Inventory
+
+SENTINEL_GROUP = "sentinel"
+DEFAULT_SENTINEL_PORT = 26379
+DATA_USER = "agent"  # the kvstore role's ACL user for clients (kvstore_acl_users): all data commands, no admin
+
+
+class WiringError(ValueError):
+    """One line naming what the inventory lacks."""
+
+
+def group_views(inventory: Inventory) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """(group -> host names, group -> the vars of its first host): what scenarios.check_against reads."""
+    groups = {name: list(hosts) for name, hosts in inventory.groups.items()}
+    group_vars: dict[str, dict[str, Any]] = {}
+    for name, hosts in groups.items():
+        if hosts:
+            group_vars[name] = dict(inventory.host(hosts[0]).vars)
+    return groups, group_vars
+
+
+def monitor_name(inventory: Inventory, group: str) -> str:
+    """The Sentinel monitor name of a key-value group (sentinel_monitors[].group == group)."""
+    for host in inventory.group(SENTINEL_GROUP):
+        for monitor in host.vars.get("sentinel_monitors") or []:
+            if isinstance(monitor, dict) and monitor.get("group") == group:
+                return str(monitor["name"])
+    raise WiringError(f"group {group}: no Sentinel monitors it (sentinel_monitors in the inventory)")
+
+
+def sentinel_target(inventory: Inventory, group: str, secrets_dir: Path) -> SentinelTarget:
+    """The Sentinel-managed set `group` as the accounting writers see it, with the secrets files that the roles
+    generate (sentinel-admin for the Sentinels' requirepass, <group>-agent for the data user)."""
+    sentinels = inventory.group(SENTINEL_GROUP)
+    if not sentinels:
+        raise WiringError(f"group {group}: the inventory has no {SENTINEL_GROUP} group to find its primary with")
+    service = monitor_name(inventory, group)
+    addresses = tuple(
+        (host.address, int(host.vars.get("sentinel_port") or DEFAULT_SENTINEL_PORT)) for host in sentinels
+    )
+    sentinel_password = secrets_dir / "sentinel-admin"
+    data_password = secrets_dir / f"{group}-{DATA_USER}"
+    for path in (sentinel_password, data_password):
+        if not path.is_file():
+            raise WiringError(f"secrets file {path} is missing (run kvtestbed deploy on this inventory first)")
+    return SentinelTarget(
+        sentinels=addresses,
+        service=service,
+        sentinel_password_file=sentinel_password,
+        username=DATA_USER,
+        password_file=data_password,
+    )
+
+
+def host_of(inventory: Inventory, address: str | None) -> str | None:
+    """`host:port` or a bare address -> the inventory host name, when one has it."""
+    if not address:
+        return None
+    host = inventory.by_address(address.rsplit(":", 1)[0])
+    return host.name if host is not None else None
