@@ -139,7 +139,7 @@ class Connection:
     """A shared, automatically pipelined connection. Safe for any number of greenlets of one process.
 
     `address` is fixed or a callable asked at every (re)connect (Sentinel's current master). `handshake` adds
-    commands after AUTH/SELECT whose replies `check` may refuse (raise RespConnectionError), e.g. ROLE.
+    commands after AUTH/SELECT whose replies `check` may refuse (raise RespConnectionError), e.g. INFO replication.
     """
 
     def __init__(

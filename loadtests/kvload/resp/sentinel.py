@@ -2,8 +2,8 @@
 
 Each resolution asks the Sentinels in turn (one short connection each, bounded by the connect timeout) and takes
 the first answer; none answering, or none knowing the master, is a RespConnectionError the caller's backoff paces.
-Connections to the master check ROLE on connect and drop themselves on a READONLY reply: a demoted master keeps
-accepting connections for a while, and writes must not land on (or be refused by) a replica.
+Connections to the master check INFO replication's role on connect and drop themselves on a READONLY reply: a
+demoted master keeps accepting connections for a while, and writes must not land on (or be refused by) a replica.
 """
 
 from __future__ import annotations
@@ -59,15 +59,21 @@ class SentinelResolver:
 
 
 def check_master(replies: list[Any]) -> None:
-    """The handshake's ROLE reply: refuse a server that is not (or no longer) the master."""
-    role = replies[0]
-    if isinstance(role, list) and role and role[0] == b"master":
+    """The handshake's INFO replication reply: refuse a server that is not (or no longer) the master.
+
+    INFO, not ROLE: ROLE is an @admin command, and a load user is rightly not an admin (the kvstore role's `agent`
+    user is +@all -@admin, which refused ROLE with NOPERM in the lab)."""
+    info = replies[0]
+    if isinstance(info, hiredis.ReplyError):
+        raise RespConnectionError(None, f"INFO replication refused: {info}", "cannot connect")
+    text = info.decode(errors="replace") if isinstance(info, bytes) else str(info)
+    role = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("role:")), "")
+    if role == "master":
         return
-    if isinstance(role, hiredis.ReplyError):
-        raise RespConnectionError(None, f"ROLE refused: {role}", "cannot connect")
-    name = role[0].decode() if isinstance(role, list) and role and isinstance(role[0], bytes) else repr(role)
-    raise RespConnectionError(None, f"it is a {name}, not the master", "cannot connect")
+    raise RespConnectionError(None, f"it is a {role or 'server without a role'}, not the master", "cannot connect")
 
 
 def master_connection(resolver: SentinelResolver, settings: ConnectSettings) -> Connection:
-    return Connection(resolver.master, settings, handshake=[(b"ROLE",)], check=check_master, drop_on_readonly=True)
+    return Connection(
+        resolver.master, settings, handshake=[(b"INFO", b"replication")], check=check_master, drop_on_readonly=True
+    )

@@ -31,13 +31,14 @@ from kvtestbed.accounting.availability import compare_failover, servers_failover
 from kvtestbed.faults import Fault, FaultError, FaultSpecError, FaultUnsupported, heal_all, make_context, make_fault
 from kvtestbed.faults.registry import default_secrets_dir
 from kvtestbed.inventory import Inventory, InventoryError
+from kvtestbed.load import runner as load_runner
 from kvtestbed.remote import RemoteError, Remotes
 from kvtestbed.report import write_report
 from kvtestbed.results.store import RunDir
 from kvtestbed.results.summary import complete_summary
 from kvtestbed.scenarios import Scenario, ScenarioError, check_against, load_scenario
 from kvtestbed.scenarios import agents as agent_control
-from kvtestbed.scenarios.wiring import WiringError, group_views, host_of, sentinel_target
+from kvtestbed.scenarios.wiring import WiringError, group_views, host_of, load_target, sentinel_target
 
 # a writer's bounds beyond the planned run (a stop that comes late must not let it write forever)
 WRITER_SLACK_S = 60.0
@@ -124,6 +125,11 @@ class ScenarioRun:
         self.errors: list[str] = []
         self.stop = threading.Event()
         self.run_dir: RunDir | None = None
+        self.load_spec: load_runner.LoadSpec | None = None
+        self.load_known: dict[str, str] = {}
+        self.load_thread: threading.Thread | None = None
+        self.load_result: load_runner.LoadResult | None = None
+        self._cut_short = False
 
     # -- the clock -------------------------------------------------------------------------------------
     def clock(self) -> float:
@@ -156,6 +162,8 @@ class ScenarioRun:
                 self.targets[writer.name] = sentinel_target(self.inventory, writer.group, self.secrets_dir)
             except (WiringError, AccountingError) as exc:
                 raise RunInputError(f"{s.source}: writers {writer.name}: {exc}") from None
+        if s.load is not None:
+            self._prepare_load()
         for agent in s.agents:
             try:
                 self.agents.append(
@@ -163,6 +171,62 @@ class ScenarioRun:
                 )
             except (agent_control.AgentError, InventoryError, RemoteError) as exc:
                 raise RunInputError(f"{s.source}: agents {agent.name}: {exc}") from None
+
+    def _prepare_load(self) -> None:
+        """The Locust part as a LoadSpec, checked now (class names, profile, target) so bad input starts nothing."""
+        s = self.scenario
+        load = s.load
+        assert load is not None
+        try:
+            url, password_file, extra = load_target(self.inventory, load.target, self.secrets_dir)
+            spec = load_runner.LoadSpec(
+                user_classes=list(load.users), target=url, users=load.count, spawn_rate=load.spawn_rate,
+                run_time_s=None if load.rate else s.warmup_s + s.duration_s, rate=load.rate,
+                processes=load.processes, options={**extra, **{k: str(v) for k, v in load.options.items()}},
+                password_file=password_file,
+            )  # fmt: skip
+            self.load_known = load_runner.available_user_classes()
+            load_runner.check(spec, self.load_known)
+        except (WiringError, InventoryError, load_runner.LoadInputError) as exc:
+            raise RunInputError(f"{s.source}: load: {exc}") from None
+        self.load_spec = spec
+
+    def _start_load(self) -> None:
+        """Locust headless in a subprocess (kvtestbed.load.runner), from the warm-up's start to its own end."""
+        if self.load_spec is None or self.run_dir is None:
+            return
+        out = self.run_dir.raw_dir / "locust"
+        spec, known = self.load_spec, self.load_known
+
+        def run() -> None:
+            self.load_result = load_runner.run(spec, out, known)
+
+        self.load_thread = threading.Thread(target=run, name="locust", daemon=True)
+        self.load_thread.start()
+        self.event("runner", "load-started", {"users": list(spec.user_classes), "count": spec.users})
+
+    def _join_load(self) -> None:
+        """Wait for Locust's own end (bounded by the load runner's timeout); a run cut short does not wait."""
+        if self.load_thread is None:
+            return
+        self.load_thread.join(timeout=None if not self.stop.is_set() or not self._cut_short else 5.0)
+        result = self.load_result
+        if result is not None and result.returncode not in (0, 1):
+            self.errors.append(f"load: Locust ended with {result.returncode} ({result.message or 'see raw/locust'})")
+
+    def _load_figures(self) -> dict[str, float]:
+        """Locust's HDR figures per request name (load.locust.<type name>.<figure>) and its failure count."""
+        result = self.load_result
+        if result is None:
+            return {}
+        figures: dict[str, float] = {}
+        requests = result.hdr.get("requests") if isinstance(result.hdr, dict) else None
+        for name, summary in (requests or {}).items():
+            key = str(name).replace(" ", "_")
+            figures.update(agent_control.numeric_leaves(summary, f"locust.{key}"))
+        failures = sum(int(entry.get("num_failures", 0)) for entry in result.stats if isinstance(entry, dict))
+        figures["locust.failures"] = float(failures)
+        return figures
 
     def _remote_by_name(self) -> dict[str, Any]:
         return {name: self.remotes(host) for name, host in self.inventory.hosts.items()}
@@ -197,17 +261,21 @@ class ScenarioRun:
                 self.say(f"run {run_dir.id}: {s.name} (repeat {self.repeat}), results in {run_dir.path}")
                 self._start_agents()
                 self._start_writers()
+                self._start_load()
                 self._phase("warm-up", s.warmup_s, phases, "warmup")
                 m0 = self.clock()
                 self._schedule_faults(m0)
                 self._phase("measure", s.duration_s, phases, "measure", m0)
         except Interrupted as exc:
+            self._cut_short = True
             status, error = "interrupted", f"interrupted by {exc}"
         except (FaultError, FaultUnsupported, RemoteError, AccountingError, agent_control.AgentError) as exc:
             status, error = "failed", str(exc)
         finally:
+            self._cut_short = self._cut_short or status != "passed"
             self.stop.set()
             self._stop_writers()
+            self._join_load()
             heal_error = self._heal_faults()
             if heal_error and status == "passed":
                 status, error = "failed", heal_error
@@ -365,7 +433,7 @@ class ScenarioRun:
         if error is None and self.errors:
             status, error = "failed", self.errors[0]
         ended = datetime.now(UTC)
-        load: dict[str, float] = {}
+        load: dict[str, float] = self._load_figures()
         for agent in self.agents:
             load.update(agent_control.numeric_leaves(agent.summary, f"agents.{agent.name}"))
         hosts = {}

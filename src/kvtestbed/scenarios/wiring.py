@@ -70,3 +70,40 @@ def host_of(inventory: Inventory, address: str | None) -> str | None:
         return None
     host = inventory.by_address(address.rsplit(":", 1)[0])
     return host.name if host is not None else None
+
+
+def load_target(inventory: Inventory, target: str, secrets_dir: Path) -> tuple[str, str, dict[str, str]]:
+    """A scenario's `load.target` as kvload sees it: (URL, password file, extra options).
+
+    A URL is taken as it is. A group monitored by Sentinel becomes redis+sentinel:// with every Sentinel and the
+    monitor name; any other key-value group redis:// to its configured primary (or first host). The password is
+    the data user's file (secrets/<group>-agent), never part of the URL.
+    """
+    if "://" in target:
+        return target, "", {}
+    members = inventory.group(target)
+    if not members:
+        raise WiringError(f"load.target {target}: the group has no hosts")
+    settings = members[0].vars.get(f"{target}_kvstore")
+    if not isinstance(settings, dict):
+        raise WiringError(f"load.target {target}: not a key-value group ({target}_kvstore is not set); give a URL")
+    password = secrets_dir / f"{target}-{DATA_USER}"
+    if not password.is_file():
+        raise WiringError(f"secrets file {password} is missing (run kvtestbed deploy on this inventory first)")
+    port = int((settings.get("ports") or [6379])[0])
+    try:
+        service = monitor_name(inventory, target)
+    except WiringError:
+        service = None
+    if service is not None:
+        sentinels = ",".join(
+            f"{host.address}:{int(host.vars.get('sentinel_port') or DEFAULT_SENTINEL_PORT)}"
+            for host in inventory.group(SENTINEL_GROUP)
+        )
+        options = {"sentinel-password-file": str(secrets_dir / "sentinel-admin")}
+        return f"redis+sentinel://{DATA_USER}@{sentinels}/{service}", str(password), options
+    if settings.get("topology") == "cluster":
+        nodes = ",".join(f"{host.address}:{port}" for host in members)
+        return f"redis+cluster://{DATA_USER}@{nodes}", str(password), {}
+    primary = inventory.host(str(settings["primary"])) if settings.get("primary") else members[0]
+    return f"redis://{DATA_USER}@{primary.address}:{port}", str(password), {}
