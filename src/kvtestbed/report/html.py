@@ -327,6 +327,34 @@ def _consumer_section(page: Page, figures: Mapping[str, float]) -> None:
         page.figure(bars(title, {metric or "value": values}, metric or "value"))
 
 
+LATENCY_LEAVES = ("count", "p50_us", "p90_us", "p99_us", "p999_us", "p99.9_us", "max_us")
+
+
+def latency_groups(load: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """summary.load's latency figures by what they measure: `agents.observer-1.listeners.pi-3-async.notify_latency`
+    or `locust.GET_kv` -> {p50_us: .., p99_us: .., count: ..}; only groups that have a p50."""
+    groups: dict[str, dict[str, float]] = {}
+    for name, value in load.items():
+        prefix, _, leaf = str(name).rpartition(".")
+        if prefix and leaf in LATENCY_LEAVES and isinstance(value, int | float):
+            groups.setdefault(prefix, {})[leaf] = float(value)
+    return {k: v for k, v in sorted(groups.items()) if "p50_us" in v}
+
+
+def _load_section(page: Page, summary: Mapping[str, Any]) -> None:
+    """The agents' and Locust's latency figures (summary.load), one row per histogram."""
+    groups = latency_groups(summary.get("load") or {})
+    if not groups:
+        return
+    page.heading("Agents and load: latency", "load")
+    headers = ["histogram (summary.json load.*)", "count", "p50 µs", "p99 µs", "p99.9 µs", "max µs"]
+    rows = [
+        (name, g.get("count"), g.get("p50_us"), g.get("p99_us"), g.get("p999_us", g.get("p99.9_us")), g.get("max_us"))
+        for name, g in groups.items()
+    ]
+    page.add(f"<div class='wide'>{table(headers, rows, numeric_from=1)}</div>")
+
+
 def _files_section(page: Page, run: RunDir) -> None:
     page.heading("Files", "files")
     links = [run.scenario_path, run.summary_path, run.faults_path, run.timeline_path]
@@ -375,6 +403,7 @@ def render_report(run: RunDir) -> str:
     _failover_section(page, summary, timeline, end_t)
     _loss_section(page, summary, figures)
     _consumer_section(page, figures)
+    _load_section(page, summary)
     _files_section(page, run)
     return page.render()
 

@@ -130,6 +130,7 @@ class ScenarioRun:
         self.load_thread: threading.Thread | None = None
         self.load_result: load_runner.LoadResult | None = None
         self._cut_short = False
+        self.versions: dict[str, str] = {}
 
     # -- the clock -------------------------------------------------------------------------------------
     def clock(self) -> float:
@@ -228,6 +229,26 @@ class ScenarioRun:
         figures["locust.failures"] = float(failures)
         return figures
 
+    def _collect_servers(self, when: str) -> dict[str, str]:
+        """INFO of every key-value instance the scenario uses into raw/servers/<host>-<port>-<when>.json; the
+        engine version per group. A server that does not answer is noted, not fatal (it may be the one killed)."""
+        assert self.run_dir is not None
+        versions: dict[str, str] = {}
+        for group in self.scenario.groups_used():
+            for host in self.inventory.group(group):
+                settings = host.vars.get(f"{group}_kvstore")
+                if not isinstance(settings, dict):
+                    continue
+                for port in settings.get("ports") or []:
+                    info = server_info(host.address, int(port), self.secrets_dir / f"{group}-agent")
+                    path = self.run_dir.servers_raw_dir / f"{host.name}-{port}-{when}.json"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(info, indent=1, sort_keys=True, default=str))
+                    version = info.get("valkey_version") or info.get("redis_version")
+                    if version and group not in versions:
+                        versions[group] = str(version)
+        return versions
+
     def _remote_by_name(self) -> dict[str, Any]:
         return {name: self.remotes(host) for name, host in self.inventory.hosts.items()}
 
@@ -259,6 +280,7 @@ class ScenarioRun:
         try:
             with _signals_raise():
                 self.say(f"run {run_dir.id}: {s.name} (repeat {self.repeat}), results in {run_dir.path}")
+                self.versions = self._collect_servers("start")
                 self._start_agents()
                 self._start_writers()
                 self._start_load()
@@ -282,6 +304,7 @@ class ScenarioRun:
             self._stop_agents()
         clients: dict[str, Any] = {}
         servers: list[dict[str, Any]] = []
+        self._collect_servers("end")
         if status in ("passed", "failed", "interrupted"):
             try:
                 clients, servers = self._account(phases)
@@ -446,7 +469,8 @@ class ScenarioRun:
             members = self.inventory.group(group)
             kv = members[0].vars.get(f"{group}_kvstore") if members else None
             if isinstance(kv, dict):
-                engines[group] = {"engine": kv.get("engine"), "version": None, "topology": kv.get("topology")}
+                engines[group] = {"engine": kv.get("engine"), "version": self.versions.get(group),
+                                  "topology": kv.get("topology")}
         return {
             "schema": 1,
             "run": {"id": self.run_dir.id if self.run_dir else "", "scenario": s.name, "description": s.description,
@@ -463,6 +487,19 @@ class ScenarioRun:
             "slo": [],
             "figures": {},
         }  # fmt: skip
+
+
+def server_info(address: str, port: int, password_file: Path) -> dict[str, Any]:
+    """INFO of one instance as the data user; {"error": ...} when it does not answer."""
+    import redis
+
+    try:
+        password = password_file.read_text().strip() if password_file.is_file() else None
+        with redis.Redis(address, port, username="agent" if password else None, password=password,
+                         socket_timeout=2, socket_connect_timeout=2) as client:  # fmt: skip
+            return dict(client.info())
+    except (redis.RedisError, OSError) as exc:
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
 
 
 def summary_table(summary: dict[str, Any]) -> str:

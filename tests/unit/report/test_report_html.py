@@ -96,3 +96,21 @@ def test_a_run_without_ops_or_faults_still_gets_a_report(tmp_path: Path) -> None
     page = write_report(run.path).read_text()
     assert "No op log (ops/*.jsonl) in this run." in page
     assert "No client of the runner" in page
+
+
+def test_agents_and_locust_latency_figures_get_a_table_of_their_own() -> None:
+    from kvtestbed.report.html import latency_groups
+
+    load = {
+        "agents.observer-1.listeners.pi-3-async.notify_latency.p50_us": 382.0,
+        "agents.observer-1.listeners.pi-3-async.notify_latency.p99_us": 2339.0,
+        "agents.observer-1.writer.writes": 9668.0,  # a counter, not a histogram
+        "locust.GET_kv.count": 20235.0,
+        "locust.GET_kv.p50_us": 221.0,
+        "locust.failures": 89.0,
+    }
+    groups = latency_groups(load)
+    assert groups == {
+        "agents.observer-1.listeners.pi-3-async.notify_latency": {"p50_us": 382.0, "p99_us": 2339.0},
+        "locust.GET_kv": {"count": 20235.0, "p50_us": 221.0},
+    }
