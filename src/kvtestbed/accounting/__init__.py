@@ -1,8 +1,25 @@
 """The runner's own writers, Jepsen-style op logs, Sentinel client strategies, the read-back checker, failover time
-and unavailability (docs/accounting.md)."""
+and unavailability (docs/accounting.md); Redis Cluster and NATS JetStream writers through kinds.make_writer."""
 
-from kvtestbed.accounting.availability import compare_failover, failover, servers_failover, unavailability
+from kvtestbed.accounting.availability import (
+    FAILOVER_BY_KIND,
+    compare_failover,
+    failover,
+    servers_failover,
+    unavailability,
+)
 from kvtestbed.accounting.checker import agreed_primary, check_client, check_run, read_back, summarize_client
+from kvtestbed.accounting.cluster import ClusterTarget
+from kvtestbed.accounting.jetstream import JetStreamTarget
+from kvtestbed.accounting.jetstream_check import ensure_stream
+from kvtestbed.accounting.kinds import (
+    STRATEGIES_BY_KIND,
+    WRITER_STRATEGIES,
+    Target,
+    check_run_any,
+    kind_of,
+    make_writer,
+)
 from kvtestbed.accounting.oplog import OpLog, OpRecord, read_ops, read_ops_dir
 from kvtestbed.accounting.strategies import (
     STRATEGIES,
@@ -16,8 +33,14 @@ from kvtestbed.accounting.strategies import (
 from kvtestbed.accounting.writer import Writer
 
 __all__ = [
+    "FAILOVER_BY_KIND",
     "STRATEGIES",
+    "STRATEGIES_BY_KIND",
+    "WRITER_STRATEGIES",
     "AccountingError",
+    "ClusterTarget",
+    "JetStreamTarget",
+    "Target",
     "OpLog",
     "OpRecord",
     "QuorumStrategy",
@@ -27,9 +50,13 @@ __all__ = [
     "agreed_primary",
     "check_client",
     "check_run",
+    "check_run_any",
     "compare_failover",
     "decide",
+    "ensure_stream",
     "failover",
+    "kind_of",
+    "make_writer",
     "make_strategy",
     "read_back",
     "read_ops",

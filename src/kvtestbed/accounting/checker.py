@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from hdrh.histogram import HdrHistogram
 
-from kvtestbed.accounting.availability import failover, unavailability
+from kvtestbed.accounting.availability import FailoverFn, failover, unavailability
 from kvtestbed.accounting.oplog import OpRecord
 from kvtestbed.accounting.strategies import AccountingError, QuorumResolver, SentinelTarget
 
@@ -143,13 +143,15 @@ def summarize_client(
     stored: Mapping[str, str | None],
     phase: tuple[float, float] | None = None,
     faults: Sequence[Mapping[str, Any]] = (),
+    failover_fn: FailoverFn = failover,
 ) -> dict[str, Any]:
     """One `clients.<client>` entry of summary.json (schema 1): accounting, unavailability and the failover after
-    the first fault (faults.jsonl objects; the runner adds servers_failover from servers_failover())."""
+    the first fault (faults.jsonl objects; the runner adds servers_failover from servers_failover()); `failover_fn`
+    is the client kind's definition of failover (availability.FAILOVER_BY_KIND)."""
     measured = [op for op in ops if _in_phase(op, phase)]
     gap, window = unavailability(measured, phase)
     injects = sorted(float(f["t_inject"]) for f in faults if f.get("t_inject") is not None)
-    first = failover(ops, injects[0]) if injects else None
+    first = failover_fn(ops, injects[0]) if injects else None
     return {
         "strategy": strategy,
         "target": target,

@@ -18,11 +18,17 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kvtestbed.accounting.oplog import OpLog, OpRecord
 from kvtestbed.accounting.sentinel_watch import SwitchMasterListener
 from kvtestbed.accounting.strategies import AccountingError, PrimaryStrategy, SentinelTarget, make_strategy
+
+
+class Watch(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass
@@ -100,6 +106,7 @@ class Writer:
             if target is not None and listen_sentinels
             else None
         )
+        self._watches: list[Watch] = []
         self._stopped = False
 
     @classmethod
@@ -136,9 +143,19 @@ class Writer:
         return writer
 
     # --- public API ---
+    def add_watch(self, watch: Watch) -> None:
+        """A watch of the servers' roles (start/stop with the writer); give it `add_event` as its sink."""
+        self._watches.append(watch)
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        """A timeline event (preamble format) heard by one of this writer's watches."""
+        self._add_event(event)
+
     def start(self) -> None:
         if self._listener is not None:
             self._listener.start()
+        for watch in self._watches:
+            watch.start()
         self._thread.start()
 
     def stop(self, join_timeout_s: float | None = None) -> None:
@@ -156,6 +173,8 @@ class Writer:
             self._log(OpRecord(t_intended, t_start, None, "write", key, value, "unknown", node, "never completed"))
         if self._listener is not None:
             self._listener.stop()
+        for watch in self._watches:
+            watch.stop()
         if not self._thread.is_alive():
             self.strategy.close()
         self._oplog.close()
@@ -180,6 +199,9 @@ class Writer:
 
     # --- internals ---
     def _op_bound_s(self) -> float:
+        own_bound = getattr(self.strategy, "op_bound_s", None)
+        if callable(own_bound):  # the cluster and JetStream strategies know their own
+            return float(own_bound()) + 1.0
         target = getattr(self.strategy, "target", None)
         op_timeout = target.op_timeout_s + target.connect_timeout_s if target is not None else 2.0
         sentinels = len(target.sentinels) * target.sentinel_timeout_s if target is not None else 1.0

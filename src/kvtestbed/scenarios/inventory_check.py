@@ -99,11 +99,19 @@ def check_against(scenario: Scenario, inventory_groups: Mapping[str, list[str]],
         path = ("writers", i, "group")
         require_group(writer.group, path)
         engine = inventory.engine(writer.group)
+        strategy_path = ("writers", i, "strategy")
+        if writer.strategy == "jetstream":
+            if engine != "nats":
+                raise fail(strategy_path, f"jetstream publishes to NATS, and group {writer.group!r} runs "
+                                          f"{engine or 'no NATS'}: pick a nats group")
+            continue
         if engine not in _KV_ENGINES:
             raise fail(path, f"group {writer.group!r} runs {engine or 'no key-value store'}; writers need redis, "
-                             "valkey or keydb")
-        if inventory.topology(writer.group) == "cluster":
-            raise fail(path, f"group {writer.group!r} is a Cluster; the writers' strategies follow one primary")
+                             "valkey or keydb (or strategy jetstream for NATS)")
+        cluster = inventory.topology(writer.group) == "cluster"
+        if cluster != (writer.strategy == "cluster"):
+            raise fail(strategy_path, f"group {writer.group!r} is {'a' if cluster else 'not a'} Cluster: "
+                                      f"use {'cluster' if cluster else 'redis-py or quorum'}")
         if writer.strategy == "quorum" and writer.group not in inventory.sentinel_groups:
             raise fail(("writers", i, "strategy"), f"quorum asks the Sentinels, and no sentinel_monitors entry "
                                                    f"watches group {writer.group!r}: use redis-py")

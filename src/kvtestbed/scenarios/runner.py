@@ -26,7 +26,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from kvtestbed.accounting import AccountingError, OpLog, SentinelTarget, Writer, agreed_primary, check_run, read_ops
+from kvtestbed.accounting import (
+    AccountingError,
+    OpLog,
+    SentinelTarget,
+    Writer,
+    agreed_primary,
+    check_run_any,
+    ensure_stream,
+    kind_of,
+    make_writer,
+    read_ops,
+)
 from kvtestbed.accounting.availability import compare_failover, servers_failover
 from kvtestbed.faults import Fault, FaultError, FaultSpecError, FaultUnsupported, heal_all, make_context, make_fault
 from kvtestbed.faults.registry import default_secrets_dir
@@ -38,7 +49,15 @@ from kvtestbed.results.store import RunDir
 from kvtestbed.results.summary import complete_summary
 from kvtestbed.scenarios import Scenario, ScenarioError, check_against, load_scenario
 from kvtestbed.scenarios import agents as agent_control
-from kvtestbed.scenarios.wiring import WiringError, group_views, host_of, load_target, sentinel_target
+from kvtestbed.scenarios.wiring import (
+    WiringError,
+    cluster_target,
+    group_views,
+    host_of,
+    jetstream_target,
+    load_target,
+    sentinel_target,
+)
 
 # a writer's bounds beyond the planned run (a stop that comes late must not let it write forever)
 WRITER_SLACK_S = 60.0
@@ -119,7 +138,7 @@ class ScenarioRun:
         self.faults: list[tuple[Any, Fault]] = []
         self.fault_threads: list[threading.Thread] = []
         self.writers: dict[str, Writer] = {}
-        self.targets: dict[str, SentinelTarget] = {}
+        self.targets: dict[str, Any] = {}  # writer -> SentinelTarget | ClusterTarget | JetStreamTarget
         self.agents: list[agent_control.AgentHandle] = []
         self.timeline: list[dict[str, Any]] = []
         self.errors: list[str] = []
@@ -158,10 +177,17 @@ class ScenarioRun:
                 self.faults.append((entry, make_fault(spec, self.inventory, ctx)))
             except (FaultSpecError, FaultUnsupported) as exc:
                 raise RunInputError(f"{s.source}: faults[{index}]: {exc}") from None
+        run_tag = f"{int(time.time()) % 10**8:08d}"
         for writer in s.writers:
             try:
-                self.targets[writer.name] = sentinel_target(self.inventory, writer.group, self.secrets_dir)
-            except (WiringError, AccountingError) as exc:
+                if writer.strategy == "cluster":
+                    target: Any = cluster_target(self.inventory, writer.group, self.secrets_dir)
+                elif writer.strategy == "jetstream":
+                    target = jetstream_target(self.inventory, writer.group, self.secrets_dir, writer.name, run_tag)
+                else:
+                    target = sentinel_target(self.inventory, writer.group, self.secrets_dir)
+                self.targets[writer.name] = target
+            except (WiringError, AccountingError, InventoryError) as exc:
                 raise RunInputError(f"{s.source}: writers {writer.name}: {exc}") from None
         if s.load is not None:
             self._prepare_load()
@@ -253,10 +279,16 @@ class ScenarioRun:
         return {name: self.remotes(host) for name, host in self.inventory.hosts.items()}
 
     def primary_of(self, group: str) -> str:
-        """The host the Sentinels agree is the primary of `group` now (faults' `primary`/`replica`)."""
+        """The host the Sentinels agree is the primary of `group` now (faults' `primary`/`replica`); groups no
+        Sentinel watches go to the faults' own resolvers (ROLE, the JetStream meta leader)."""
+        from kvtestbed.faults.targets import builtin_primary
+
         target = self.targets.get(next((w.name for w in self.scenario.writers if w.group == group), ""))
-        if target is None:
-            target = sentinel_target(self.inventory, group, self.secrets_dir)
+        if not isinstance(target, SentinelTarget):
+            try:
+                target = sentinel_target(self.inventory, group, self.secrets_dir)
+            except WiringError:
+                return builtin_primary(self.inventory, group, self.secrets_dir)
         address = agreed_primary(target, timeout_s=10)
         name = host_of(self.inventory, address)
         if name is None:
@@ -366,15 +398,21 @@ class ScenarioRun:
         assert self.run_dir is not None
         s = self.scenario
         bound_s = s.warmup_s + s.duration_s + WRITER_SLACK_S
+        watched: set[str] = set()
         for spec in s.writers:
-            writer = Writer.for_strategy(
-                spec.name, spec.strategy, self.targets[spec.name], spec.key_prefix, spec.rate,
+            target = self.targets[spec.name]
+            if kind_of(target) == "jetstream":
+                ensure_stream(target, replicas=min(3, len(self.inventory.group(spec.group))))
+            writer = make_writer(
+                spec.name, spec.strategy, target, spec.key_prefix, spec.rate,
                 OpLog(self.run_dir.ops_path(spec.name)), t0=self.t0,
                 max_ops=int(spec.rate * bound_s) + 1, max_duration_s=bound_s,
+                watch_servers=spec.group not in watched,  # one watcher of the servers' role changes per group
             )  # fmt: skip
+            watched.add(spec.group)
             self.writers[spec.name] = writer
             writer.start()
-        for group in sorted({w.group for w in s.writers}):
+        for group in sorted({w.group for w in s.writers if isinstance(self.targets[w.name], SentinelTarget)}):
             self.event("runner", "primary", {"group": group, "host": self.primary_of(group)})
 
     def _stop_writers(self) -> None:
@@ -435,18 +473,26 @@ class ScenarioRun:
         records = [fault.record() for _, fault in self.faults if fault.injected]
         clients: dict[str, Any] = {}
         switches = servers_failover(self.timeline)
-        for group in sorted({w.group for w in self.scenario.writers}):
-            names = [w.name for w in self.scenario.writers if w.group == group]
+        # writers that share a target are read back together (one stream per JetStream writer: alone)
+        by_target: dict[str, list[str]] = {}
+        for w in self.scenario.writers:
+            by_target.setdefault(self.targets[w.name].describe(), []).append(w.name)
+        for names in by_target.values():
             target = self.targets[names[0]]
-            agreed_primary(target, timeout_s=SETTLE_TIMEOUT_S)
+            sentinel = isinstance(target, SentinelTarget)
+            if sentinel:
+                agreed_primary(target, timeout_s=SETTLE_TIMEOUT_S)
             ops = {name: read_ops(self.run_dir.ops_path(name)) for name in names}
-            strategies = {w.name: w.strategy for w in self.scenario.writers if w.group == group}
-            clients.update(check_run(ops, strategies, target, measure, records, timeout_s=SETTLE_TIMEOUT_S))
+            strategies = {w.name: w.strategy for w in self.scenario.writers if w.name in names}
+            clients.update(check_run_any(ops, strategies, target, measure, records, timeout_s=SETTLE_TIMEOUT_S))
             for name in names:
                 if records and records[0].get("t_inject") is not None:
-                    both = compare_failover(ops[name], float(records[0]["t_inject"]), switches)
+                    both = compare_failover(ops[name], float(records[0]["t_inject"]), switches,
+                                            kind=kind_of(target))  # fmt: skip
                     clients[name]["failover_vs_servers"] = both
-            self.event("runner", "primary", {"group": group, "host": self.primary_of(group)})
+            if sentinel:
+                group = next(w.group for w in self.scenario.writers if w.name == names[0])
+                self.event("runner", "primary", {"group": group, "host": self.primary_of(group)})
         return clients, switches
 
     def _summary(self, started: datetime, t0_unix: float, status: str, error: str | None,

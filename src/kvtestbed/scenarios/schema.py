@@ -41,7 +41,7 @@ SCENARIO_FIELDS: Final[dict[str, Any]] = {
 
 ENGINES: Final = ("redis", "valkey", "keydb", "nats")
 TOPOLOGIES: Final = ("standalone", "replication", "cluster", "mesh")  # roles/kvstore: kvstore_topology
-STRATEGIES: Final = ("redis-py", "quorum")
+STRATEGIES: Final = ("redis-py", "quorum", "cluster", "jetstream")
 AGENT_KINDS: Final = ("observer", "expiry", "streams", "pipeline", "hotkeys")
 
 FAULT_KINDS: Final = ("kill", "stop", "pause", "partition", "shape", "netem", "reboot", "clock")

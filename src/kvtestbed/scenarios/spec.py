@@ -54,7 +54,9 @@ class Writer:
 
     name: str
     group: str  # the key-value group it writes to
-    strategy: str  # redis-py (redis-py's Sentinel client: first valid answer) | quorum (majority of Sentinels)
+    # redis-py (redis-py's Sentinel client: first valid answer) | quorum (majority of Sentinels) for a replication
+    # set; cluster (slot map, MOVED/ASK) for a Redis Cluster group; jetstream (acknowledged publishes) for a nats group
+    strategy: str
     rate: float  # ops/s, open loop, 0 < rate <= schema.MAX_WRITER_RATE
     key_prefix: str  # default kvt:acct:<name>
     value_size: int  # bytes, default 64

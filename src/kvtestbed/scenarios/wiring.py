@@ -9,12 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kvtestbed.accounting import SentinelTarget
+from kvtestbed.accounting import ClusterTarget, JetStreamTarget, SentinelTarget
 from kvtestbed.inventory import Inventory
 
 SENTINEL_GROUP = "sentinel"
 DEFAULT_SENTINEL_PORT = 26379
 DATA_USER = "agent"  # the kvstore role's ACL user for clients (kvstore_acl_users): all data commands, no admin
+NATS_USER = "agent"  # a user of the nats role's JetStream account (nats_accounts), password in secrets/nats_<user>
+NATS_PORT = 4222
 
 
 class WiringError(ValueError):
@@ -107,3 +109,37 @@ def load_target(inventory: Inventory, target: str, secrets_dir: Path) -> tuple[s
         return f"redis+cluster://{DATA_USER}@{nodes}", str(password), {}
     primary = inventory.host(str(settings["primary"])) if settings.get("primary") else members[0]
     return f"redis://{DATA_USER}@{primary.address}:{port}", str(password), {}
+
+
+def _require(path: Path) -> Path:
+    if not path.is_file():
+        raise WiringError(f"secrets file {path} is missing (run kvtestbed deploy on this inventory first)")
+    return path
+
+
+def cluster_target(inventory: Inventory, group: str, secrets_dir: Path) -> ClusterTarget:
+    """A Redis Cluster group as a writer sees it: every instance of every host as a startup node."""
+    members = inventory.group(group)
+    settings = members[0].vars.get(f"{group}_kvstore") if members else None
+    if not isinstance(settings, dict) or settings.get("topology") != "cluster":
+        raise WiringError(f"group {group}: not a Redis Cluster ({group}_kvstore.topology is not cluster)")
+    ports = [int(port) for port in settings.get("ports") or [7000]]
+    nodes = tuple((host.address, port) for host in members for port in ports)
+    return ClusterTarget(nodes=nodes, username=DATA_USER, password_file=_require(secrets_dir / f"{group}-{DATA_USER}"))
+
+
+def jetstream_target(inventory: Inventory, group: str, secrets_dir: Path, writer: str, run_tag: str
+                     ) -> JetStreamTarget:
+    """A stream of this run's own for one writer (KVT_ACCT_<tag>_<WRITER>, subject kvt.acct.<tag>.<writer>), so a
+    read-back counts this run's messages only."""
+    members = inventory.group(group)
+    if not members:
+        raise WiringError(f"group {group}: no NATS server in it")
+    token = "".join(ch if ch.isalnum() else "_" for ch in writer)
+    return JetStreamTarget(
+        servers=tuple(f"nats://{host.address}:{NATS_PORT}" for host in members),
+        stream=f"KVT_ACCT_{run_tag}_{token}".upper(),
+        subject=f"kvt.acct.{run_tag}.{token}",
+        user=NATS_USER,
+        password_file=_require(secrets_dir / f"nats_{NATS_USER}"),
+    )

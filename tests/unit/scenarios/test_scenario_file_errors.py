@@ -68,7 +68,7 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("writer typo", put("writers.0.rat", 5),
      "writers[0].rat: unknown field (known: name, group, strategy, rate, key_prefix, value_size)"),
     ("writer strategy", put("writers.1.strategy", "smart"),
-     "writers[1].strategy: unknown strategy 'smart' (redis-py, quorum)"),
+     "writers[1].strategy: unknown strategy 'smart' (redis-py, quorum, cluster, jetstream)"),
     ("writer rate zero", put("writers.0.rate", 0), "writers[0].rate: 0 ops/s: must be > 0 and <= 5000"),
     ("writer rate too high", put("writers.0.rate", 6000), "writers[0].rate: 6000 ops/s: must be > 0 and <= 5000"),
     ("writer rate missing", drop("writers.0.rate"), "writers[0].rate: required: operations per second"),

@@ -35,9 +35,14 @@ CASES = [
     ("topology mismatch", ["needs.topologies={redis_cluster: replication}"],
      "needs.topologies.redis_cluster: group 'redis_cluster' is deployed as cluster, not replication"),
     ("writer on nats", ["writers.0.group=nats"],
-     "writers[0].group: group 'nats' runs nats; writers need redis, valkey or keydb"),
+     "writers[0].group: group 'nats' runs nats; writers need redis, valkey or keydb (or strategy jetstream for "
+     "NATS)"),
     ("writer on a cluster", ["writers.0.group=redis_cluster"],
-     "writers[0].group: group 'redis_cluster' is a Cluster; the writers' strategies follow one primary"),
+     "writers[0].strategy: group 'redis_cluster' is a Cluster: use cluster"),
+    ("cluster writer on a replication set", ["writers.0.strategy=cluster"],
+     "writers[0].strategy: group 'redis' is not a Cluster: use redis-py or quorum"),
+    ("jetstream writer on redis", ["writers.0.strategy=jetstream"],
+     "writers[0].strategy: jetstream publishes to NATS, and group 'redis' runs redis: pick a nats group"),
     ("quorum without sentinels", ["writers.1.group=valkey"],
      "writers[1].strategy: quorum asks the Sentinels, and no sentinel_monitors entry watches group 'valkey': "
      "use redis-py"),
