@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kvtestbed.accounting import ClusterTarget, JetStreamTarget, SentinelTarget
-from kvtestbed.inventory import Inventory
+from kvtestbed.inventory import Host, Inventory
 
 SENTINEL_GROUP = "sentinel"
 DEFAULT_SENTINEL_PORT = 26379
@@ -33,9 +33,13 @@ def group_views(inventory: Inventory) -> tuple[dict[str, list[str]], dict[str, d
     return groups, group_vars
 
 
+def _sentinels(inventory: Inventory) -> list[Host]:
+    return inventory.group(SENTINEL_GROUP) if SENTINEL_GROUP in inventory.groups else []
+
+
 def monitor_name(inventory: Inventory, group: str) -> str:
     """The Sentinel monitor name of a key-value group (sentinel_monitors[].group == group)."""
-    for host in inventory.group(SENTINEL_GROUP):
+    for host in _sentinels(inventory):
         for monitor in host.vars.get("sentinel_monitors") or []:
             if isinstance(monitor, dict) and monitor.get("group") == group:
                 return str(monitor["name"])
@@ -45,7 +49,7 @@ def monitor_name(inventory: Inventory, group: str) -> str:
 def sentinel_target(inventory: Inventory, group: str, secrets_dir: Path) -> SentinelTarget:
     """The Sentinel-managed set `group` as the accounting writers see it, with the secrets files that the roles
     generate (sentinel-admin for the Sentinels' requirepass, <group>-agent for the data user)."""
-    sentinels = inventory.group(SENTINEL_GROUP)
+    sentinels = _sentinels(inventory)
     if not sentinels:
         raise WiringError(f"group {group}: the inventory has no {SENTINEL_GROUP} group to find its primary with")
     service = monitor_name(inventory, group)
@@ -100,7 +104,7 @@ def load_target(inventory: Inventory, target: str, secrets_dir: Path) -> tuple[s
     if service is not None:
         sentinels = ",".join(
             f"{host.address}:{int(host.vars.get('sentinel_port') or DEFAULT_SENTINEL_PORT)}"
-            for host in inventory.group(SENTINEL_GROUP)
+            for host in _sentinels(inventory)
         )
         options = {"sentinel-password-file": str(secrets_dir / "sentinel-admin")}
         return f"redis+sentinel://{DATA_USER}@{sentinels}/{service}", str(password), options
