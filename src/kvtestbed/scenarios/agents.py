@@ -23,6 +23,10 @@ from kvtestbed.inventory import Host, Inventory
 from kvtestbed.remote import Remote, RemoteError
 
 CONFIG_DIR = "/etc/kvtestbed/agents"
+# a scenario's config changes live for the run only: a config and a unit drop-in under /run (tmpfs, gone at a
+# reboot), removed when the agent stops; the deployed config is never touched
+RUN_CONFIG_DIR = "/run/kvtestbed/agents"
+DROP_IN = "kvtestbed-scenario.conf"
 DEFAULT_METRICS_PORT = 9400
 HEALTH_TIMEOUT_S = 60.0
 
@@ -38,6 +42,8 @@ class AgentHandle:
     metrics_host: str
     metrics_port: int
     summary: dict[str, Any] = field(default_factory=dict)  # the /hdr summary collected at the end
+    deployed: dict[str, Any] = field(default_factory=dict, repr=False)  # the deployed config (holds passwords)
+    overridden: bool = False
 
     @property
     def unit(self) -> str:
@@ -58,7 +64,7 @@ def locate(name: str, host_name: str | None, inventory: Inventory, remotes: dict
         if done.rc != 0:
             continue
         try:
-            service = (yaml.safe_load(done.stdout) or {}).get("service") or {}
+            service = (yaml.safe_load(done.stdout) or {}).get("service") or {}  # validated by parsing: kept below
         except yaml.YAMLError:
             raise AgentError(f"agent {name} on {host.name}: {path} does not parse (redeploy it)") from None
         return AgentHandle(
@@ -66,6 +72,7 @@ def locate(name: str, host_name: str | None, inventory: Inventory, remotes: dict
             host=host,
             metrics_host=str(service.get("metrics_host") or host.address),
             metrics_port=int(service.get("metrics_port") or DEFAULT_METRICS_PORT),
+            deployed=yaml.safe_load(done.stdout) or {},
         )
     where = f"host {host_name}" if host_name else "any host of group agents"
     raise AgentError(f"agent {name}: not deployed on {where} (add it to agents_instances and run kvtestbed deploy)")
@@ -77,6 +84,68 @@ def _health(agent: AgentHandle) -> bool:
             return bool(response.status == 200)
     except (OSError, urllib.error.URLError):
         return False
+
+
+def merged(base: Any, changes: Any) -> Any:
+    """`changes` laid over `base`, mapping by mapping (a scenario names only what it changes)."""
+    if isinstance(base, dict) and isinstance(changes, dict):
+        out = dict(base)
+        for key, value in changes.items():
+            out[key] = merged(base.get(key), value)
+        return out
+    return changes
+
+
+def _drop_in_dir(agent: AgentHandle) -> str:
+    return f"/run/systemd/system/{agent.unit}.d"
+
+
+def apply_config(agent: AgentHandle, changes: dict[str, Any], remote: Remote) -> None:
+    """The deployed config with the scenario's changes, for this run only: written to /run through stdin (its
+    passwords never on a command line) and used by a runtime drop-in that points ExecStart at it."""
+    config = merged(agent.deployed, changes)
+    if "service" in changes:
+        service = config.get("service") or {}
+        agent.metrics_host = str(service.get("metrics_host") or agent.host.address)
+        agent.metrics_port = int(service.get("metrics_port") or DEFAULT_METRICS_PORT)
+    path = f"{RUN_CONFIG_DIR}/{agent.name}.yaml"
+    unit_text = remote.run(f"systemctl cat {shlex.quote(agent.unit)}", timeout=30).stdout
+    exec_start = next((line for line in unit_text.splitlines() if line.startswith("ExecStart=") and "--config" in line),
+                      None)  # fmt: skip
+    if exec_start is None:
+        raise AgentError(f"agent {agent.name} on {agent.host.name}: its unit has no ExecStart with --config "
+                         "(redeploy roles/agents)")  # fmt: skip
+    head, _, _ = exec_start.partition("--config")
+    drop_in = f"[Service]\nExecStart=\n{head}--config {path}\n"
+    # the unit's own user reads the run's config (it is private: the deployed one's passwords are in it)
+    user = next((line.partition("=")[2].strip() for line in unit_text.splitlines() if line.startswith("User=")), "")
+    owner = shlex.quote(user or "root")
+    script = (
+        f"install -d -m 0750 -o {owner} -g {owner} {RUN_CONFIG_DIR} && "
+        f"install -m 0600 -o {owner} -g {owner} /dev/stdin {shlex.quote(path)} && "
+        f"mkdir -p {shlex.quote(_drop_in_dir(agent))} && "
+        f"printf '%b' {shlex.quote(drop_in)} > {shlex.quote(_drop_in_dir(agent) + '/' + DROP_IN)} && "
+        "systemctl daemon-reload"
+    )
+    done = remote.run(script, timeout=60, input_text=yaml.safe_dump(config, sort_keys=True))
+    if done.rc != 0:
+        raise AgentError(f"agent {agent.name} on {agent.host.name}: cannot apply the scenario's config "
+                         f"({_last(done.stderr)})")  # fmt: skip
+    agent.overridden = True
+
+
+def remove_config(agent: AgentHandle, remote: Remote) -> str | None:
+    """Remove the run's config and drop-in (the deployed config takes over again); the error line, or None."""
+    if not agent.overridden:
+        return None
+    script = (f"rm -rf {shlex.quote(_drop_in_dir(agent))} {shlex.quote(f'{RUN_CONFIG_DIR}/{agent.name}.yaml')} && "
+              "systemctl daemon-reload")  # fmt: skip
+    try:
+        done = remote.run(script, timeout=60)
+    except RemoteError as exc:
+        return str(exc)
+    agent.overridden = False
+    return None if done.rc == 0 else f"agent {agent.name}: cannot remove the run's config ({_last(done.stderr)})"
 
 
 def start(agent: AgentHandle, remote: Remote) -> None:

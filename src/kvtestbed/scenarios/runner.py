@@ -377,7 +377,13 @@ class ScenarioRun:
         self.say(f"  {phase} {self.clock():6.1f} s (ends {end:.0f} s) | {counts}{faults}")
 
     def _start_agents(self) -> None:
+        # "{run_id}" in an agent's config becomes this run's id: agents that account together (the expiry
+        # generator's ledger and its consumers) share it, and a run never counts an earlier run's keys
+        run_id = self.run_dir.id if self.run_dir is not None else "run"
+        configs = {a.name: with_run_id(dict(a.config), run_id) for a in self.scenario.agents}
         for agent in self.agents:
+            if configs.get(agent.name):
+                agent_control.apply_config(agent, configs[agent.name], self.remotes(agent.host))
             agent_control.start(agent, self.remotes(agent.host))
             self.event("runner", "agent-started", {"agent": agent.name, "host": agent.host.name})
 
@@ -390,9 +396,10 @@ class ScenarioRun:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(payload, indent=1, sort_keys=True))
                 agent.summary = payload.get("summary") or {}
-            problem = agent_control.stop(agent, self.remotes(agent.host))
-            if problem:
-                self.errors.append(problem)
+            for problem in (agent_control.stop(agent, self.remotes(agent.host)),
+                            agent_control.remove_config(agent, self.remotes(agent.host))):  # fmt: skip
+                if problem:
+                    self.errors.append(problem)
 
     def _start_writers(self) -> None:
         assert self.run_dir is not None
@@ -533,6 +540,15 @@ class ScenarioRun:
             "slo": [],
             "figures": {},
         }  # fmt: skip
+
+
+def with_run_id(value: Any, run_id: str) -> Any:
+    """Every "{run_id}" in the strings of a nested config replaced by run_id."""
+    if isinstance(value, dict):
+        return {key: with_run_id(item, run_id) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_run_id(item, run_id) for item in value]
+    return value.replace("{run_id}", run_id) if isinstance(value, str) else value
 
 
 def server_info(address: str, port: int, password_file: Path) -> dict[str, Any]:
