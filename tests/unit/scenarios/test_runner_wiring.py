@@ -112,3 +112,17 @@ def test_the_end_of_run_table_shows_each_client_and_each_slo() -> None:
     assert lines[0] == "demo: slo-violated"
     assert lines[2].split() == ["q", "quorum", "10", "1", "0", "2", "1.50", "-", "900"]
     assert lines[3] == "  SLO clients.*.lost == 0: 2 VIOLATED"
+
+
+def test_an_agents_scenario_config_is_laid_over_the_deployed_one() -> None:
+    from kvtestbed.scenarios.agents import merged
+    from kvtestbed.scenarios.runner import with_run_id
+
+    deployed = {"run_id": "lab", "generator": {"count": 60000, "rate": 50}, "target": {"password": "p"}}
+    changes = with_run_id({"run_id": "{run_id}", "generator": {"count": 3500}}, "20261201-1-x")
+    assert merged(deployed, changes) == {
+        "run_id": "20261201-1-x",
+        "generator": {"count": 3500, "rate": 50},  # only what the scenario names changes
+        "target": {"password": "p"},
+    }
+    assert with_run_id(["a-{run_id}", 3, {"k": "{run_id}"}], "r") == ["a-r", 3, {"k": "r"}]
