@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,20 +141,40 @@ def argv_for(spec: LoadSpec, run_time_s: float, out_dir: Path) -> list[str]:
     return [*argv, *spec.user_classes]
 
 
-def run(spec: LoadSpec, out_dir: Path, known: dict[str, str] | None = None) -> LoadResult:
+def run(
+    spec: LoadSpec, out_dir: Path, known: dict[str, str] | None = None, stop: threading.Event | None = None
+) -> LoadResult:
+    """Locust headless until its own end; `stop` (the scenario runner's, on Ctrl-C or SIGTERM) ends it early with
+    SIGTERM, after which Locust still stops its users and writes its reports."""
     run_time_s = check(spec, known if known is not None else available_user_classes())
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "load.json").write_text(json.dumps({**spec.__dict__, "started": time.time()}, indent=1) + "\n")
     argv = argv_for(spec, run_time_s, out_dir)
-    with open(out_dir / "locust.log", "w", encoding="utf-8") as log:
-        proc = subprocess.run(
-            argv, stdout=log, stderr=subprocess.PIPE, text=True, timeout=run_time_s + 120, check=False
-        )
-        log.write(proc.stderr)
+    deadline = time.monotonic() + run_time_s + 120
+    with open(out_dir / "locust.log", "w", encoding="utf-8") as log, open(out_dir / "locust.err", "w+") as err:
+        proc = subprocess.Popen(argv, stdout=log, stderr=err, text=True)
+        try:
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                elif stop is not None and stop.is_set():
+                    proc.terminate()
+                    stop = None  # once: then wait for Locust's own orderly end (bounded by the deadline)
+                try:
+                    proc.wait(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    continue
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err.seek(0)
+        stderr = err.read()
+        log.write(stderr)
     stats_file = out_dir / "locust.json"
     hdr_file = out_dir / "hdr.json"
     stats = json.loads(stats_file.read_text()) if stats_file.exists() else []
     hdr = json.loads(hdr_file.read_text()) if hdr_file.exists() else {}
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("kvload:") or "ERROR" in line]
+    lines = [line for line in stderr.splitlines() if line.startswith("kvload:") or "ERROR" in line]
     message = lines[-1] if lines else ""
     return LoadResult(proc.returncode, out_dir, stats, hdr, message)

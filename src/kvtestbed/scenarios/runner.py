@@ -149,6 +149,7 @@ class ScenarioRun:
         self.load_thread: threading.Thread | None = None
         self.load_result: load_runner.LoadResult | None = None
         self._cut_short = False
+        self.load_stop = threading.Event()  # set when the run is cut short: Locust gets SIGTERM
         self.versions: dict[str, str] = {}
 
     # -- the clock -------------------------------------------------------------------------------------
@@ -226,7 +227,7 @@ class ScenarioRun:
         spec, known = self.load_spec, self.load_known
 
         def run() -> None:
-            self.load_result = load_runner.run(spec, out, known)
+            self.load_result = load_runner.run(spec, out, known, stop=self.load_stop)
 
         self.load_thread = threading.Thread(target=run, name="locust", daemon=True)
         self.load_thread.start()
@@ -236,7 +237,9 @@ class ScenarioRun:
         """Wait for Locust's own end (bounded by the load runner's timeout); a run cut short does not wait."""
         if self.load_thread is None:
             return
-        self.load_thread.join(timeout=None if not self.stop.is_set() or not self._cut_short else 5.0)
+        if self._cut_short:
+            self.load_stop.set()
+        self.load_thread.join()  # bounded: load_runner.run kills Locust at its run time + 120 s
         result = self.load_result
         if result is not None and result.returncode not in (0, 1):
             self.errors.append(f"load: Locust ended with {result.returncode} ({result.message or 'see raw/locust'})")

@@ -89,3 +89,28 @@ def test_a_wrong_password_is_one_line_exit_2_and_never_shown(server_factory, tmp
     assert "wrong-one" not in proc.stderr and "right-one" not in proc.stderr
     stats = server.client().info("commandstats")
     assert "cmdstat_get" not in stats
+
+
+def test_a_stop_ends_locust_early_and_it_still_writes_its_reports(redis_server, tmp_path: Path) -> None:
+    """What the scenario runner does on Ctrl-C or SIGTERM: Locust gets SIGTERM, stops, writes its results."""
+    import threading
+    import time
+
+    from kvtestbed.load import runner as load_runner
+    from tests.support.wait import wait_until
+
+    spec = load_runner.LoadSpec(["KvGetUser"], f"redis://127.0.0.1:{redis_server.port}", users=2, run_time_s=120,
+                                options={"keys": "10"})  # fmt: skip
+    stop = threading.Event()
+    outcome: list[load_runner.LoadResult] = []
+    before = data_commands(redis_server)
+    thread = threading.Thread(target=lambda: outcome.append(load_runner.run(spec, tmp_path / "run", stop=stop)))
+    started = time.monotonic()
+    thread.start()
+    wait_until(lambda: data_commands(redis_server) - before > 1000, 60, 0.2, "Locust sending GETs")
+    stop.set()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and time.monotonic() - started < 60  # far from its 120 s run time
+    (result,) = outcome
+    assert result.hdr["requests"]["GET kv"]["count"] > 1000, result.message
+    assert (tmp_path / "run" / "locust.json").is_file()
