@@ -188,6 +188,9 @@ def numeric_leaves(tree: Any, prefix: str) -> dict[str, float]:
     if isinstance(tree, dict):
         for key, value in tree.items():
             out.update(numeric_leaves(value, f"{prefix}.{key}"))
+    elif isinstance(tree, list):  # e.g. the hotkeys agent's phases, in order
+        for index, value in enumerate(tree):
+            out.update(numeric_leaves(value, f"{prefix}.{index}"))
     elif isinstance(tree, int | float) and not isinstance(tree, bool):
         out[prefix] = float(tree)
     return out

@@ -97,8 +97,10 @@ def test_load_targets_never_carry_a_password(secrets: Path) -> None:
 
 
 def test_agent_summaries_become_flat_figures() -> None:
-    summary = {"writer": {"writes": 10, "enabled": True}, "listeners": {"a": {"p50_us": 382}}, "run_id": "x"}
-    assert numeric_leaves(summary, "agents.o") == {"agents.o.writer.writes": 10.0, "agents.o.listeners.a.p50_us": 382.0}
+    summary = {"writer": {"writes": 10, "enabled": True}, "listeners": {"a": {"p50_us": 382}}, "run_id": "x",
+               "phases": [{"phase": "hot", "ops": 5}]}
+    assert numeric_leaves(summary, "agents.o") == {"agents.o.writer.writes": 10.0, "agents.o.listeners.a.p50_us": 382.0,
+                                                   "agents.o.phases.0.ops": 5.0}  # fmt: skip
 
 
 def test_the_end_of_run_table_shows_each_client_and_each_slo() -> None:
