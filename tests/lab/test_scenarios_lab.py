@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.support.lab import kvtestbed, run_playbook, ssh
+from tests.support.lab import kvtestbed, lab_vars, run_playbook, ssh
 from tests.support.report_page import offline_console
 
 LAB = "scnlab"
@@ -59,17 +59,7 @@ all:
                       endpoint: {{host: {sc2}, port: 6379, username: agent, password: "{{{{ _redis_agent }}}}"}}}}
                 service: {{metrics_port: 9410}}
   vars:
-    lab_name: {lab}
-    lab_bridge: kvtb-{lab}
-    lab_subnet: {subnet}.0/24
-    lab_gateway: {subnet}.1
-    ansible_user: root
-    ansible_ssh_private_key_file: {key}
-    ansible_host_key_checking: false
-    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
-    testbed_subnet: {subnet}.0/24
-    common_ntp_servers: [{subnet}.1]
-    common_in_lab: true
+{lab_vars}
     testbed_secrets_dir: {secrets}
     _redis_agent: "{{{{ lookup('ansible.builtin.password', testbed_secrets_dir ~ '/redis-agent', length=32,
                        chars=['ascii_letters', 'digits']) | trim }}}}"
@@ -121,7 +111,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     inventory = work / "inventory"
     inventory.mkdir()
     (inventory / "hosts.yml").write_text(
-        INVENTORY.format(sc1=HOSTS["sc-1"], sc2=HOSTS["sc-2"], sc3=HOSTS["sc-3"], lab=LAB, subnet=SUBNET, key=KEY,
+        INVENTORY.format(sc1=HOSTS["sc-1"], sc2=HOSTS["sc-2"], sc3=HOSTS["sc-3"], lab_vars=lab_vars(LAB, SUBNET),
                          secrets=secrets)  # fmt: skip
     )
     try:

@@ -30,10 +30,8 @@ def test_sleepers_wake_in_deadline_order_and_never_early(timer: PreciseTimer) ->
         timer.sleep_until(deadline)
         woken.append((i, deadline, time.perf_counter_ns()))
 
-    greenlets = []
-    for i, off in enumerate(offsets_us):
-        greenlets.append(gevent.spawn(sleeper, i, base + off * 1000))
-        gevent.sleep(0)  # each goes to sleep before the next is made: the re-arming order is the one given
+    # gevent starts greenlets in the order they were spawned: they go to sleep, and re-arm the timer, in this order
+    greenlets = [gevent.spawn(sleeper, i, base + off * 1000) for i, off in enumerate(offsets_us)]
     gevent.joinall(greenlets, timeout=5, raise_error=True)
     assert len(woken) == len(offsets_us)
     assert all(at >= deadline for _, deadline, at in woken)

@@ -22,7 +22,7 @@ from kvtestbed.report.data import (
 )
 from kvtestbed.report.page import Page, esc, table
 from kvtestbed.results.store import RunDir
-from kvtestbed.results.summary import LATENCY_PERCENTILES, flatten_figures
+from kvtestbed.results.summary import CLIENT_FIELDS, LATENCY_PERCENTILES, flatten_figures
 
 FAULT_COLOURS = {
     "kill": "#cf222e",
@@ -205,18 +205,8 @@ def _slo_section(page: Page, summary: Mapping[str, Any]) -> None:
     page.add(table(["figure", "worst client's figure", "op", "threshold", "value", "result"], rows, numeric_from=3))
 
 
-CLIENT_COLUMNS = (
-    "attempted",
-    "ok",
-    "fail",
-    "unknown",
-    "lost",
-    "unexpected",
-    "unknown_applied",
-    "unavailability_s",
-    "failover_s",
-    "ops_per_s",
-)
+# the client table's counting columns: summary.py's client fields, the latency ones shown apart
+CLIENT_COLUMNS = tuple(f for f in CLIENT_FIELDS if not f.startswith("latency_us."))
 
 
 def _clients_section(page: Page, summary: Mapping[str, Any]) -> None:
