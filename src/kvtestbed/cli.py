@@ -234,7 +234,7 @@ def cmd_fault(args: argparse.Namespace) -> int:
                 code = EXIT_FAILED
         if fault.injected and code != EXIT_FAILED and not fault.verify():
             code = EXIT_FAILED
-        print(json.dumps(dict(fault.record(), timings={k: round(v, 3) for k, v in fault.timings.items()})))
+        print(json.dumps(fault.record()))
         if code == EXIT_FAILED:
             print(f"kvtestbed fault: {fault.error}", file=sys.stderr)
         return code

@@ -3,12 +3,17 @@
 The first call opens a ControlMaster socket in a private runtime directory; later calls reuse it, so a fault's
 inject, verify and heal cost a round trip each instead of a handshake each. close() (or leaving the `with`
 block) ends the master. Errors are one line naming the host and what to fix.
+
+A host with `ansible_connection: local` (existing-cluster mode, docs/existing-cluster.md) is the controller
+itself, as Ansible has it: its commands run here under `bash -c`, with the same results, timeouts and errors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -33,6 +38,11 @@ class Completed:
     stderr: str
 
 
+def is_local(host: Host) -> bool:
+    """Ansible runs this host's tasks on the controller (ansible_connection: local): no SSH to it."""
+    return str(host.vars.get("ansible_connection") or "").strip().lower() == "local"
+
+
 def _classify(host: Host, stderr: str) -> str:
     text = stderr.lower()
     where = f"host {host.name} ({host.address})"
@@ -46,11 +56,13 @@ def _classify(host: Host, stderr: str) -> str:
 
 
 class Remote:
-    """One host's SSH connection; `run` may be called from several threads."""
+    """One host's SSH connection (or the controller's shell for a local host); `run` may be called from several
+    threads."""
 
     def __init__(self, host: Host, multiplex: bool = True, runtime_dir: str | None = None) -> None:
         self.host = host
-        self.multiplex = multiplex
+        self.local = is_local(host)
+        self.multiplex = multiplex and not self.local
         self._own_dir = runtime_dir is None
         # unix socket paths are short (108 bytes): a short private directory and ssh's %C hash fit
         self._dir = runtime_dir or tempfile.mkdtemp(prefix="kvt-ssh-")
@@ -71,6 +83,8 @@ class Remote:
 
     def run(self, command: str, timeout: float = 30.0, input_text: str | None = None) -> Completed:
         """Run a shell command on the host; RemoteError when SSH itself fails or the command outlives timeout."""
+        if self.local:
+            return self._run_local(command, timeout, input_text)
         argv = [*self._base(), "--", command]
         try:
             proc = subprocess.run(argv, input=input_text, capture_output=True, text=True, timeout=timeout,
@@ -84,6 +98,29 @@ class Remote:
         if proc.returncode == SSH_FAILED:
             raise RemoteError(_classify(self.host, proc.stderr))
         return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+    def _run_local(self, command: str, timeout: float, input_text: str | None) -> Completed:
+        """The command under bash on the controller. Its own session, so that a timeout ends everything it
+        started, not just bash; rc 255 is the command's own here, not ssh's failed connection."""
+        try:
+            proc = subprocess.Popen(["bash", "-c", command], text=True, start_new_session=True,
+                                    stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        except OSError as exc:
+            raise RemoteError(f"host {self.host.name}: cannot run bash ({exc.strerror})") from None
+        try:
+            stdout, stderr = proc.communicate(input_text, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):  # it may have ended between the timeout and the kill
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+            short = command if len(command) <= 60 else command[:57] + "..."
+            raise RemoteError(f"host {self.host.name} ({self.host.address}): `{short}` did not finish within "
+                              f"{timeout:g} s") from None
+        return Completed(proc.returncode, stdout, stderr)
 
     def check(self, command: str, timeout: float = 30.0, input_text: str | None = None) -> str:
         """run() that also fails on a non-zero exit: stdout, or RemoteError with the command's last line."""

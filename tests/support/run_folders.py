@@ -56,6 +56,7 @@ def make_run(
     slos: list[dict[str, Any]] | None = None,
     consumers: dict[str, int] | None = None,
     rate: float = 50.0,
+    extra: dict[str, Any] | None = None,  # more top-level summary sections (accounting, benchmarks)
 ) -> RunDir:
     rng = random.Random(seed)
     clients = clients if clients is not None else {"sentinel-default": 6.0, "quorum": 4.25}
@@ -125,5 +126,6 @@ def make_run(
         "servers_failover": [{"source": "sentinel", "t": switch_at, "from": OLD_PRIMARY, "to": NEW_PRIMARY}],
         "load": {f"consumer.{name}": count for name, count in (consumers or {}).items()},
     }  # fmt: skip
+    summary.update(extra or {})
     run.write_summary(complete_summary(summary, slos or []))
     return run

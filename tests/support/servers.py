@@ -1,7 +1,8 @@
 """Real servers for integration tests: redis-server, valkey-server, nats-server on free loopback ports.
 
 Each server runs in its own temp dir, can be stopped, SIGKILLed and restarted on the same port
-(resume tests), and is always reaped at teardown. Nothing listens beyond 127.0.0.1.
+(resume tests), and is always reaped at teardown. Nothing listens beyond loopback: 127.0.0.1 unless a test asks
+for another address of 127.0.0.0/8 (`bind`), e.g. one address per emulated host.
 """
 
 from __future__ import annotations
@@ -42,15 +43,15 @@ def free_port(also_free_offset: int | None = None) -> int:
     raise RuntimeError("no free loopback port found")
 
 
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
+def wait_port(port: int, timeout_s: float = 10.0, host: str = LOOPBACK) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with socket.socket() as sock:
             sock.settimeout(0.2)
-            if sock.connect_ex((LOOPBACK, port)) == 0:
+            if sock.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on {LOOPBACK}:{port} after {timeout_s} s")
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s} s")
 
 
 def nats_server_binary() -> str | None:
@@ -78,6 +79,7 @@ class ManagedProcess:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     _log: object | None = field(default=None, repr=False)
+    bind: str = LOOPBACK  # the address it listens on (and wait_ready polls)
 
     def start(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -93,7 +95,7 @@ class ManagedProcess:
             raise RuntimeError(f"{self.name} did not start; log: {self.log_tail()}") from None
 
     def wait_ready(self) -> None:
-        wait_port(self.port)
+        wait_port(self.port, host=self.bind)
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> None:
         if self.proc is None:
@@ -236,6 +238,7 @@ class RedisServer(ManagedProcess):
         password: str | None = None,
         extra: Sequence[str] = (),
         tls: TlsFiles | None = None,
+        bind: str = LOOPBACK,
     ) -> None:
         port = port or free_port()
         self.password = password
@@ -246,7 +249,7 @@ class RedisServer(ManagedProcess):
             "--port",
             str(port),
             "--bind",
-            LOOPBACK,
+            bind,
             "--save",
             "",
             "--appendonly",
@@ -274,17 +277,17 @@ class RedisServer(ManagedProcess):
                 "no",
             ]
         argv += list(extra)
-        super().__init__(Path(binary).name, argv, workdir, port)
+        super().__init__(Path(binary).name, argv, workdir, port, bind=bind)
 
     @property
     def host(self) -> str:
-        return LOOPBACK
+        return self.bind
 
     def client(self, **kw: object) -> redis.Redis:
-        return redis.Redis(host=LOOPBACK, port=self.port, password=self.password, **kw)  # type: ignore[arg-type]
+        return redis.Redis(host=self.bind, port=self.port, password=self.password, **kw)  # type: ignore[arg-type]
 
     def wait_ready(self) -> None:
-        wait_port(self.port)
+        wait_port(self.port, host=self.bind)
         if self.tls_port is not None:
             wait_port(self.tls_port)
         deadline = time.monotonic() + 10
@@ -302,7 +305,7 @@ class RedisServer(ManagedProcess):
 
     def endpoint(self) -> dict[str, object]:
         """The agent-config mapping for this server."""
-        out: dict[str, object] = {"host": LOOPBACK, "port": self.port}
+        out: dict[str, object] = {"host": self.bind, "port": self.port}
         if self.password:
             out["password"] = self.password
         return out
@@ -379,7 +382,8 @@ class NatsServer(ManagedProcess):
 
 
 class SentinelServer(ManagedProcess):
-    """redis-server --sentinel watching one master; fast failover settings for tests."""
+    """redis-server --sentinel watching one master; fast failover settings for tests. `extra` lines go into its
+    config file (secrets given as `password` or there stay off the command line)."""
 
     def __init__(
         self,
@@ -391,8 +395,12 @@ class SentinelServer(ManagedProcess):
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 5000,
         password: str | None = None,
+        port: int | None = None,
+        bind: str = LOOPBACK,
+        master_host: str = LOOPBACK,
+        extra: Sequence[str] = (),
     ) -> None:
-        port = free_port()
+        port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         self.password = password
         conf = workdir / f"sentinel-{port}.conf"  # Sentinel rewrites it: a file of its own, writable
@@ -400,29 +408,30 @@ class SentinelServer(ManagedProcess):
             "\n".join(
                 [
                     f"port {port}",
-                    f"bind {LOOPBACK}",
+                    f"bind {bind}",
                     f"dir {workdir}",
-                    f"sentinel monitor {master_name} {LOOPBACK} {master_port} {quorum}",
+                    f"sentinel monitor {master_name} {master_host} {master_port} {quorum}",
                     f"sentinel down-after-milliseconds {master_name} {down_after_ms}",
                     f"sentinel failover-timeout {master_name} {failover_timeout_ms}",
                     f"sentinel parallel-syncs {master_name} 1",
                     *([f"requirepass {password}"] if password else []),
+                    *extra,
                 ]
             )
             + "\n"
         )
         self.master_name = master_name
-        super().__init__(f"sentinel-{port}", [binary, str(conf), "--sentinel"], workdir, port)
+        super().__init__(f"sentinel-{port}", [binary, str(conf), "--sentinel"], workdir, port, bind=bind)
 
     def master(self) -> tuple[str, int] | None:
         with redis.Redis(
-            host=LOOPBACK, port=self.port, password=self.password, socket_timeout=1, decode_responses=True
+            host=self.bind, port=self.port, password=self.password, socket_timeout=1, decode_responses=True
         ) as c:
             addr = c.sentinel_get_master_addr_by_name(self.master_name)
         return (addr[0], int(addr[1])) if addr else None
 
     def endpoint(self) -> dict[str, object]:
-        return {"host": LOOPBACK, "port": self.port}
+        return {"host": self.bind, "port": self.port}
 
 
 def wait_replica_in_sync(replica: RedisServer, timeout_s: float = 15.0) -> None:

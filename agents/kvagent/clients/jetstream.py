@@ -169,13 +169,13 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings, retentio
 
 
 async def ensure_pull_consumer(js: JetStreamContext, stream: str, c: ConsumerSettings) -> None:
+    options: dict[str, Any] = {"deliver_policy": DeliverPolicy.ALL, **c.extra}  # extra may choose another start
     config = ConsumerConfig(
         durable_name=c.durable,
         ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
         ack_wait=c.ack_wait_s,
         max_ack_pending=c.max_ack_pending,
-        **c.extra,
+        **options,
     )
     try:
         await js.add_consumer(stream, config)

@@ -211,4 +211,6 @@ class Fault:
                 "hosts": [host.name for host in self.targets], "params": dict(self.spec.params),
                 "t_inject": self.t_inject, "t_heal": self.t_heal, "healed": self.healed,
                 "verified": self.verified, "deadman": deadman.unit_name(self.id) if self.armed else None,
-                "error": self.error}
+                "error": self.error,
+                # what the fault cost the runner: arm the dead-man, inject, heal, verify (seconds, SSH included)
+                "timings": {k: round(v, 4) for k, v in self.timings.items()}}

@@ -17,7 +17,7 @@ from kvtestbed.faults.deadman import INTENT_DIR, UNIT_PREFIX
 from kvtestbed.faults.errors import FaultError
 from kvtestbed.faults.network import QDISC_HANDLE, TABLE
 from kvtestbed.inventory import Host, Inventory
-from kvtestbed.remote import Remote, RemoteError, Remotes
+from kvtestbed.remote import Remote, RemoteError, Remotes, is_local
 
 _READ_INTENTS = f"for f in {INTENT_DIR}/*.json; do [ -e \"$f\" ] && {{ cat \"$f\"; echo; }}; done; true"
 # faults only ever make ours the root (see network.py); deleting it brings the kernel default back
@@ -72,7 +72,8 @@ def _start_lab_container(host: Host) -> str | None:
 
 
 def heal_hosts(inventory: Inventory, remotes: Remotes | None = None) -> dict[str, list[str]]:
-    """host name -> what was undone there (or why it could not be); every host of the inventory."""
+    """host name -> what was undone there (or why it could not be); every host of the inventory the runner manages
+    (a host with ansible_connection local is the controller, where no fault is ever made: nothing to heal there)."""
     own = remotes is None
     remotes = remotes or Remotes()
 
@@ -90,7 +91,7 @@ def heal_hosts(inventory: Inventory, remotes: Remotes | None = None) -> dict[str
             return [*notes, f"not healed: {exc}"]
 
     try:
-        results = parallel(inventory.all_hosts(), one)
+        results = parallel([host for host in inventory.all_hosts() if not is_local(host)], one)
     finally:
         if own:
             remotes.close()

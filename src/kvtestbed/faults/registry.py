@@ -17,7 +17,7 @@ from kvtestbed.faults.process import KillFault, PauseFault, StopFault
 from kvtestbed.faults.targets import PrimaryOf
 from kvtestbed.inventory import Inventory
 from kvtestbed.project import ProjectError, project_root
-from kvtestbed.remote import Remotes
+from kvtestbed.remote import Remotes, is_local
 
 KINDS: dict[str, type[Fault]] = {cls.kind: cls for cls in (KillFault, StopFault, PauseFault, PartitionFault,
                                                          ShapeFault, NetemFault, RebootFault, ClockFault)}
@@ -68,6 +68,23 @@ def parse_spec(spec: dict[str, Any]) -> FaultSpec:
                      service=str(service) if service is not None else None, params=dict(params), id=fault_id)
 
 
+def check_managed(spec: FaultSpec, inventory: Inventory) -> None:
+    """FaultSpecError when the fault would act on a host the runner does not manage: one Ansible reaches with
+    `ansible_connection: local` (existing-cluster mode, docs/existing-cluster.md). Faults need SSH and the
+    testbed's units, dead-man timers and nft table on the host; a user's own servers have none of them."""
+    mode = "(existing-cluster mode runs writers, Locust load and checks only)"
+    for host in inventory.group(spec.group):
+        if is_local(host):
+            raise FaultSpecError(f"faults need SSH to the hosts of group {spec.group}: host {host.name} has "
+                                 f"ansible_connection local {mode}")
+    if spec.kind == "partition" and str(spec.params.get("shape", "isolate")) == "isolate":
+        # an isolated host's peers, every other host of the inventory, get rules of their own too
+        for host in inventory.all_hosts():
+            if is_local(host):
+                raise FaultSpecError(f"a partition isolate changes every host of the inventory: host {host.name} "
+                                     f"has ansible_connection local {mode}")
+
+
 def default_secrets_dir(inventory: Inventory) -> Path:
     """testbed_secrets_dir when the inventory sets it, else the checkout's secrets/."""
     for host in inventory.all_hosts():
@@ -94,6 +111,7 @@ def make_fault(spec: dict[str, Any], inventory: Inventory, context: FaultContext
     parsed = parse_spec(spec)
     if parsed.group not in inventory.groups:
         raise FaultSpecError(f"fault {parsed.kind}: group '{parsed.group}' not found in inventory {inventory.source}")
+    check_managed(parsed, inventory)
     fault = KINDS[parsed.kind](parsed, context or make_context(inventory))
     fault.check()
     return fault

@@ -1,9 +1,11 @@
-"""Which hosts a fault hits: `primary | replica | one | minority | majority | all | <host>` within a group.
+"""Which hosts a fault hits: `primary | replica | one | minority | majority | all | leader:<stream> | <host>` within
+a group.
 
 `primary` and `replica` are asked of the servers at fault time: the caller's `primary_of(group)` first, then
 the Sentinels (for a group a Sentinel monitors: the address most Sentinels name), then ROLE (a plain replication
-set), then the JetStream meta leader (nats). Random picks use the caller's Random so that a seeded run picks the
-same hosts again.
+set), then the JetStream meta leader (nats). `leader:<stream>` is the server that leads that JetStream stream now
+(its Raft group, not the meta leader: killing the meta leader leaves a stream's leader in place). Random picks use
+the caller's Random so that a seeded run picks the same hosts again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from kvtestbed.faults.errors import FaultError, FaultSpecError
 from kvtestbed.inventory import Host, Inventory, InventoryError
 
 ROLES = ("primary", "replica", "one", "minority", "majority", "all")
+STREAM_LEADER = "leader:"  # + a JetStream stream name
 SENTINEL_PORT = 26379
 NATS_MONITOR_PORT = 8222
 ASK_TIMEOUT_S = 2.0
@@ -122,9 +125,32 @@ def nats_meta_leader(inventory: Inventory, group: str) -> str | None:
         except (OSError, ValueError):
             continue
         if leader:
-            by_server_name = {str(h.vars.get("nats_server_name", h.name)): h.name for h in inventory.group(group)}
-            return by_server_name.get(leader, leader)
+            return _server_to_host(inventory, group).get(leader, leader)
     raise FaultError(f"group {group}: no NATS server answered /jsz with a meta leader")
+
+
+def _server_to_host(inventory: Inventory, group: str) -> dict[str, str]:
+    return {str(h.vars.get("nats_server_name", h.name)): h.name for h in inventory.group(group)}
+
+
+def nats_stream_leader(inventory: Inventory, group: str, stream: str) -> str:
+    """The host leading JetStream stream `stream` now, as the first server that knows the stream says."""
+    for host in inventory.group(group):
+        port = int(host.vars.get("nats_monitor_port", NATS_MONITOR_PORT))
+        url = f"http://{host.address}:{port}/jsz?accounts=true&streams=true"
+        try:
+            with urllib.request.urlopen(url, timeout=ASK_TIMEOUT_S) as reply:
+                accounts = json.load(reply).get("account_details") or []
+        except (OSError, ValueError):
+            continue
+        for account in accounts:
+            for detail in account.get("stream_detail") or []:
+                if detail.get("name") == stream:
+                    leader = (detail.get("cluster") or {}).get("leader")
+                    if leader:
+                        return _server_to_host(inventory, group).get(leader, leader)
+    raise FaultError(f"group {group}: no NATS server reports a leader for stream {stream} (does the stream exist "
+                     "yet? a scenario's agent or writer creates it before the fault)")
 
 
 def builtin_primary(inventory: Inventory, group: str, secrets_dir: Path) -> str:
@@ -159,6 +185,11 @@ def resolve(inventory: Inventory, group: str, target: str, rng: random.Random,
         if not replicas:
             raise FaultError(f"group {group}: no replica besides the primary {primary}")
         return [rng.choice(replicas)]
+    if target.startswith(STREAM_LEADER):
+        leader = nats_stream_leader(inventory, group, target.removeprefix(STREAM_LEADER))
+        if leader not in names:
+            raise FaultError(f"group {group}: stream leader {leader} is not one of its hosts")
+        return [inventory.host(leader)]
     if target == "one":
         return [rng.choice(members)]
     if target == "all":
@@ -170,5 +201,5 @@ def resolve(inventory: Inventory, group: str, target: str, rng: random.Random,
         return sorted(rng.sample(members, size), key=lambda host: names.index(host.name))
     if target in names:
         return [inventory.host(target)]
-    raise FaultSpecError(f"target {target!r}: not one of {', '.join(ROLES)} nor a host of group {group} "
-                         f"({', '.join(names)})")
+    raise FaultSpecError(f"target {target!r}: not one of {', '.join(ROLES)}, {STREAM_LEADER}<stream> nor a host of "
+                         f"group {group} ({', '.join(names)})")

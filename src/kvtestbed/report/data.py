@@ -145,6 +145,11 @@ def consumer_figures(figures: Mapping[str, float]) -> dict[str, dict[str, float]
         if name.startswith("load.consumer."):
             consumer, _, metric = name.removeprefix("load.consumer.").partition(".")
             out[metric][consumer] = value
+        elif name.startswith("accounting."):
+            # the agents check's spreads: accounting.<workload>.per_<worker|consumer|route>.<name>[.<metric>]
+            parts = name.split(".")
+            if len(parts) >= 4 and parts[2].startswith("per_"):
+                out[".".join([parts[1], parts[2], *parts[4:]])][parts[3]] = value
     return dict(out)
 
 
@@ -152,3 +157,15 @@ def loss_figures(figures: Mapping[str, float]) -> dict[str, float]:
     """load.* figures that count lost or duplicated events (the agents' and Locust's checks)."""
     words = ("lost", "dup", "missing", "unexpected")
     return {n: v for n, v in figures.items() if n.startswith("load.") and any(w in n for w in words)}
+
+
+def accounting_rows(accounting: Mapping[str, Any]) -> list[tuple[str, float | None, float | None, str]]:
+    """summary.accounting (the agents check) as (workload, lost, duplicated, the other counts in words)."""
+    rows = []
+    for workload, entry in sorted(accounting.items()):
+        if not isinstance(entry, Mapping):
+            continue
+        others = ", ".join(f"{k} {v:g}" for k, v in entry.items()
+                           if k not in ("lost", "duplicated") and isinstance(v, int | float))  # fmt: skip
+        rows.append((workload, entry.get("lost"), entry.get("duplicated"), others))
+    return rows

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from kvtestbed.report.data import (
     RESULTS,
     ClientSeries,
+    accounting_rows,
     client_series,
     consumer_figures,
     loss_figures,
@@ -299,11 +300,16 @@ def _loss_section(page: Page, summary: Mapping[str, Any], figures: Mapping[str, 
         for field in ("lost", "unexpected", "unknown_applied", "unknown")
     }
     load = loss_figures(figures)
+    accounting = accounting_rows(summary.get("accounting") or {})
     if clients:
         page.figure(bars("Acknowledged writes lost, unexpected values, unknown ops", counts, "ops"))
+    if accounting:
+        page.note("The agents check: each workload's own end-to-end accounting, read once the agents drained.")
+        page.add(table(["workload (summary.json accounting.*)", "lost", "duplicated", "counted"], accounting,
+                       numeric_from=1))  # fmt: skip
     if load:
         page.add(table(["load figure", "count"], sorted(load.items())))
-    if not clients and not load:
+    if not clients and not load and not accounting:
         page.note("Nothing in this run counts lost or duplicated events.")
 
 
@@ -313,7 +319,10 @@ def _consumer_section(page: Page, figures: Mapping[str, float]) -> None:
         return
     page.heading("Per-consumer distribution", "consumers")
     for metric, values in sorted(by_metric.items()):
-        title = f"load.consumer.*.{metric}" if metric else "load.consumer.*"
+        if metric.split(".")[-1].startswith("per_") or ".per_" in metric:
+            title = f"accounting.{metric}"
+        else:
+            title = f"load.consumer.*.{metric}" if metric else "load.consumer.*"
         page.figure(bars(title, {metric or "value": values}, metric or "value"))
 
 
@@ -343,6 +352,30 @@ def _load_section(page: Page, summary: Mapping[str, Any]) -> None:
         for name, g in groups.items()
     ]
     page.add(f"<div class='wide'>{table(headers, rows, numeric_from=1)}</div>")
+
+
+def _benchmarks_section(page: Page, summary: Mapping[str, Any]) -> None:
+    """The engines' own tools (summary.benchmarks): an independent reference beside our figures."""
+    benchmarks = summary.get("benchmarks") or {}
+    if not benchmarks:
+        return
+    page.heading("Engine tools (baseline)", "benchmarks")
+    page.note("Each engine's own benchmark tool against the instance named, run from the host named, one after "
+              "another from the measured phase's start; its command line is in summary.json.")  # fmt: skip
+    headers = ["name", "tool", "from → target", "clients × pipeline", "test", "requests/s", "p50 µs", "p99 µs",
+               "max µs"]  # fmt: skip
+    rows = []
+    per_test: dict[str, dict[str, float]] = {}
+    for name, entry in sorted(benchmarks.items()):
+        settings = entry.get("settings") or {}
+        for test, values in (entry.get("tests") or {}).items():
+            rows.append((name, f"{entry.get('tool')} {entry.get('version') or ''}".strip(),
+                         f"{entry.get('tool_host')} → {entry.get('target_host') or entry.get('target')}",
+                         f"{settings.get('clients')} × {settings.get('pipeline')}", test, values.get("rps"),
+                         values.get("p50_us"), values.get("p99_us"), values.get("max_us")))  # fmt: skip
+            per_test.setdefault(test, {})[name] = float(values.get("rps") or 0.0)
+    page.add(f"<div class='wide'>{table(headers, rows, numeric_from=5)}</div>")
+    page.figure(bars("Requests per second by engine tool run", per_test, "requests/s"))
 
 
 def _files_section(page: Page, run: RunDir) -> None:
@@ -394,6 +427,7 @@ def render_report(run: RunDir) -> str:
     _loss_section(page, summary, figures)
     _consumer_section(page, figures)
     _load_section(page, summary)
+    _benchmarks_section(page, summary)
     _files_section(page, run)
     return page.render()
 

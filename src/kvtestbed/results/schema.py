@@ -32,6 +32,7 @@ FAULT: dict[str, Any] = {
         "verified": {"type": "boolean"},
         "deadman": STRING_OR_NULL,
         "error": STRING_OR_NULL,
+        "timings": {"type": "object", "additionalProperties": NUMBER},
     },
 }
 
@@ -123,6 +124,8 @@ SUMMARY_SCHEMA: dict[str, Any] = {
             },
         },
         "load": {"type": "object"},
+        "accounting": {"type": "object"},
+        "benchmarks": {"type": "object"},
         "slo": {
             "type": "array",
             "items": {

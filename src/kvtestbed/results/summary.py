@@ -31,6 +31,8 @@ CLIENT_FIELDS = (
     *(f"latency_us.{p}" for p in LATENCY_PERCENTILES),
 )
 RUN_FIGURES = ("faults.count", "run.duration_s")
+# sections whose figure names are free-form (what the agents, Locust and the engines' tools report)
+FREE_SECTIONS = ("load", "accounting", "benchmarks")
 
 SLO_OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
@@ -73,12 +75,16 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
 
 
 def flatten_figures(summary: Mapping[str, Any]) -> dict[str, float]:
-    """The flat figures of a nested summary: every number under clients and load by its dotted path, the
+    """The flat figures of a nested summary: every number under clients, load and accounting by its dotted path, the
     number of faults and the run's duration. A null (no failover seen, say) is absent, not zero."""
     figures: dict[str, float] = {}
     for client, entry in (summary.get("clients") or {}).items():
         _flatten(f"clients.{client}", entry, figures)
     _flatten("load", summary.get("load") or {}, figures)
+    _flatten("accounting", summary.get("accounting") or {}, figures)
+    # the engines' tools: benchmarks.<name>.<test>.<rps|p50_us|...> (their settings and command stay in the summary)
+    for bench, entry in (summary.get("benchmarks") or {}).items():
+        _flatten(f"benchmarks.{bench}", (entry or {}).get("tests") or {}, figures)
     figures["faults.count"] = len(summary.get("faults") or [])
     duration = (summary.get("run") or {}).get("duration_s")
     if _is_number(duration):
@@ -132,7 +138,7 @@ def slo_figure_problem(figure: str, clients: Iterable[str]) -> str | None:
     scenario file's check before anything starts; load.* names are free-form and always accepted."""
     known_clients = set(clients)
     parts = figure.split(".", 2)
-    if figure in RUN_FIGURES or (parts[0] == "load" and len(parts) > 1 and parts[1]):
+    if figure in RUN_FIGURES or (parts[0] in FREE_SECTIONS and len(parts) > 1 and parts[1]):
         return None
     if parts[0] == "clients" and len(parts) == 3:
         client, field = parts[1], parts[2]

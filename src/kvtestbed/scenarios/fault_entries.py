@@ -14,6 +14,7 @@ from kvtestbed.scenarios.values import FieldPath, check_keys, choice, mapping, s
 
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _GROUP = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+_STREAM = re.compile(r"^[A-Za-z0-9_-]+$")
 _UNIT = re.compile(r"^[A-Za-z0-9:_.@\\-]+\.service$")
 _RATE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$", re.IGNORECASE)  # tc(8) rates
 _SIZE = re.compile(r"^\d+(\.\d+)?(b|k|kb|m|mb|kbit|mbit)?$", re.IGNORECASE)  # tc(8) sizes
@@ -57,8 +58,13 @@ def parse_fault(raw: Any, path: FieldPath, duration_s: float) -> Fault:
     if not _GROUP.match(group):
         raise FieldError((*path, "group"), f"{group!r} is not an inventory group name")
     target = text(entry.get("target"), (*path, "target"))
-    if target not in schema.FAULT_TARGETS and not _HOST.match(target):
-        raise FieldError((*path, "target"), f"{target!r}: give {', '.join(schema.FAULT_TARGETS)} or a host name")
+    leader = schema.STREAM_LEADER_TARGET
+    stream = target.removeprefix(leader) if target.startswith(leader) else None
+    if stream is not None and not _STREAM.match(stream):
+        raise FieldError((*path, "target"), f"{target!r}: name a JetStream stream after '{leader}' (A-Z a-z 0-9 - _)")
+    if stream is None and target not in schema.FAULT_TARGETS and not _HOST.match(target):
+        raise FieldError((*path, "target"), f"{target!r}: give {', '.join(schema.FAULT_TARGETS)}, "
+                                            f"{schema.STREAM_LEADER_TARGET}<stream> or a host name")
     at_s = _at(entry, path, duration_s)
     for_s = _for(entry, path, kind, at_s, duration_s)
     service = _service(entry, path, kind)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kvtestbed.scenarios import schema
 from kvtestbed.scenarios.errors import ScenarioError, field_path
 from kvtestbed.scenarios.fault_entries import Fault
 from kvtestbed.scenarios.spec import Scenario
@@ -146,7 +147,10 @@ def _check_fault(inventory: _Inventory, fault: Fault, path: FieldPath, require_g
         raise fail(target_path, f"group {fault.group!r} has one host, so no replica")
     if fault.target == "minority" and len(hosts) < 3:
         raise fail(target_path, f"group {fault.group!r} has {len(hosts)} hosts: a minority needs 3 or more")
-    if fault.target not in ("primary", "replica", "one", "minority", "majority", "all") and fault.target not in hosts:
+    if fault.target.startswith(schema.STREAM_LEADER_TARGET):
+        if not inventory.is_nats(fault.group):
+            raise fail(target_path, f"{fault.target!r}: a stream leader is only in a nats group, not {fault.group!r}")
+    elif fault.target not in ("primary", "replica", "one", "minority", "majority", "all") and fault.target not in hosts:
         raise fail(target_path, f"host {fault.target!r} is not in group {fault.group!r} ({', '.join(hosts)})")
     if fault.kind == "partition" and fault.params.get("shape") == "halves" and len(hosts) < 2:
         raise fail((*path, "params", "shape"), f"group {fault.group!r} has one host: nothing to split")

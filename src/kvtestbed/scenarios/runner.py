@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,10 +38,12 @@ from kvtestbed.accounting import (
     make_writer,
     read_ops,
 )
+from kvtestbed.accounting.agents import account_agents, drain_state
 from kvtestbed.accounting.availability import compare_failover, servers_failover
 from kvtestbed.faults import Fault, FaultError, FaultSpecError, FaultUnsupported, heal_all, make_context, make_fault
 from kvtestbed.faults.registry import default_secrets_dir
-from kvtestbed.inventory import Inventory, InventoryError
+from kvtestbed.inventory import Host, Inventory, InventoryError
+from kvtestbed.load import engine_tools
 from kvtestbed.load import runner as load_runner
 from kvtestbed.remote import RemoteError, Remotes
 from kvtestbed.report import write_report
@@ -63,6 +65,8 @@ from kvtestbed.scenarios.wiring import (
 WRITER_SLACK_S = 60.0
 # Sentinels and the killed server settle after the heal before the read-back asks who the primary is
 SETTLE_TIMEOUT_S = 60.0
+AGENTS_DRAIN_TIMEOUT_S = 90.0  # the agents check waits this long for the agents' counts to become final
+AGENTS_POLL_S = 1.5  # above the pipeline aggregator's 1 s poll, so a steady audit is really steady
 PROGRESS_EVERY_S = 1.0
 
 
@@ -151,6 +155,9 @@ class ScenarioRun:
         self._cut_short = False
         self.load_stop = threading.Event()  # set when the run is cut short: Locust gets SIGTERM
         self.versions: dict[str, str] = {}
+        self.benchmark_plan: list[tuple[Any, engine_tools.ToolSpec, Host]] = []  # (entry, spec, tool host)
+        self.benchmark_results: dict[str, dict[str, Any]] = {}
+        self.benchmark_thread: threading.Thread | None = None
 
     # -- the clock -------------------------------------------------------------------------------------
     def clock(self) -> float:
@@ -192,6 +199,8 @@ class ScenarioRun:
                 raise RunInputError(f"{s.source}: writers {writer.name}: {exc}") from None
         if s.load is not None:
             self._prepare_load()
+        for index, entry in enumerate(s.benchmarks):
+            self.benchmark_plan.append(self._prepare_benchmark(index, entry))
         for agent in s.agents:
             try:
                 self.agents.append(
@@ -199,6 +208,76 @@ class ScenarioRun:
                 )
             except (agent_control.AgentError, InventoryError, RemoteError) as exc:
                 raise RunInputError(f"{s.source}: agents {agent.name}: {exc}") from None
+
+    def _prepare_benchmark(self, index: int, entry: Any) -> tuple[Any, engine_tools.ToolSpec, Host]:
+        """An engine tool's run, checked against the inventory now: its group's engine picks the tool, the host
+        that runs it answers, the admin secret is there."""
+        where = f"{self.scenario.source}: benchmarks[{index}]"
+        members = self.inventory.group(entry.group)
+        kvstore = members[0].vars.get(f"{entry.group}_kvstore") if members else None
+        if not isinstance(kvstore, dict) or not kvstore.get("ports"):
+            raise RunInputError(f"{where}.group: {entry.group!r} is no key-value group ({entry.group}_kvstore.ports)")
+        if entry.target != "primary" and entry.target not in {h.name for h in members}:
+            raise RunInputError(f"{where}.target: host {entry.target!r} is not in group {entry.group!r}")
+        if entry.host is not None:
+            tool_host = self.inventory.host(entry.host)
+        elif "loadgen" in self.inventory.groups and self.inventory.group("loadgen"):
+            tool_host = self.inventory.group("loadgen")[0]
+        else:
+            raise RunInputError(f"{where}.host: name the host that runs the tool (the inventory has no loadgen host)")
+        if not self.remotes(tool_host).answers(timeout=10):
+            raise RunInputError(f"{where}.host: {tool_host.name} ({tool_host.address}) does not answer on SSH")
+        if not (self.secrets_dir / f"{entry.group}-admin").is_file():
+            raise RunInputError(f"{where}: secrets file {self.secrets_dir / f'{entry.group}-admin'} is missing "
+                                "(the tool's temporary user is made as admin)")  # fmt: skip
+        try:
+            spec = entry.tool_spec(entry.tool or engine_tools.tool_for_engine(str(kvstore.get("engine") or "redis")))
+        except ValueError as exc:
+            raise RunInputError(f"{where}: {exc}") from None
+        return entry, spec, tool_host
+
+    def _start_benchmarks(self, m0: float) -> None:
+        """The engines' tools one after another from the measured phase's start, in a thread of their own."""
+        if not self.benchmark_plan:
+            return
+        end = m0 + self.scenario.duration_s
+        self.benchmark_thread = threading.Thread(target=self._run_benchmarks, args=(end,), daemon=True,
+                                                 name="benchmarks")  # fmt: skip
+        self.benchmark_thread.start()
+
+    def _run_benchmarks(self, end: float) -> None:
+        for entry, spec, tool_host in self.benchmark_plan:
+            if self.stop.is_set():
+                return
+            left = end - self.clock()
+            if left <= 1:
+                self.errors.append(f"benchmark {entry.name}: no time left in the measured phase: lengthen duration")
+                return
+            members = self.inventory.group(entry.group)
+            kvstore = members[0].vars.get(f"{entry.group}_kvstore") or {}
+            try:
+                target_name = self.primary_of(entry.group) if entry.target == "primary" else entry.target
+                target = self.inventory.host(target_name)
+                remote = self.remotes(tool_host)
+                self.event("runner", "benchmark-started", {"name": entry.name, "tool": spec.tool,
+                                                           "target": target.name, "host": tool_host.name})  # fmt: skip
+                result = engine_tools.run_engine_tool(
+                    replace(spec, timeout_s=min(spec.timeout_s, left)), target.address,
+                    int(kvstore["ports"][0]), "admin", self.secrets_dir / f"{entry.group}-admin",
+                    lambda command, timeout, remote=remote: remote.run(command, timeout=timeout),
+                    tool_host=tool_host.name, tls=bool(target.vars.get("kvstore_tls")),
+                )  # fmt: skip
+            except (engine_tools.EngineToolError, FaultError, RemoteError, AccountingError, InventoryError) as exc:
+                self.errors.append(f"benchmark {entry.name}: {exc}")
+                continue
+            result["target_host"] = target.name
+            self.benchmark_results[entry.name] = result
+            self.event("runner", "benchmark-done", {"name": entry.name, "duration_s": result["duration_s"]})
+
+    def _join_benchmarks(self) -> None:
+        """Wait for the tools (bounded by their own timeout, the measured phase's end); a run cut short does not."""
+        if self.benchmark_thread is not None:
+            self.benchmark_thread.join(timeout=1.0 if self._cut_short else None)
 
     def _prepare_load(self) -> None:
         """The Locust part as a LoadSpec, checked now (class names, profile, target) so bad input starts nothing."""
@@ -322,6 +401,7 @@ class ScenarioRun:
                 self._phase("warm-up", s.warmup_s, phases, "warmup")
                 m0 = self.clock()
                 self._schedule_faults(m0)
+                self._start_benchmarks(m0)
                 self._phase("measure", s.duration_s, phases, "measure", m0)
         except Interrupted as exc:
             self._cut_short = True
@@ -330,12 +410,17 @@ class ScenarioRun:
             status, error = "failed", str(exc)
         finally:
             self._cut_short = self._cut_short or status != "passed"
+            self._join_benchmarks()
             self.stop.set()
             self._stop_writers()
             self._join_load()
             heal_error = self._heal_faults()
             if heal_error and status == "passed":
                 status, error = "failed", heal_error
+            if status == "passed" and "agents" in s.checks:
+                drain_error = self._drain_agents()
+                if drain_error:
+                    status, error = "failed", f"checks: {drain_error}"
             self._stop_agents()
         clients: dict[str, Any] = {}
         servers: list[dict[str, Any]] = []
@@ -389,6 +474,27 @@ class ScenarioRun:
                 agent_control.apply_config(agent, configs[agent.name], self.remotes(agent.host))
             agent_control.start(agent, self.remotes(agent.host))
             self.event("runner", "agent-started", {"agent": agent.name, "host": agent.host.name})
+
+    def _drain_agents(self) -> str | None:
+        """The agents check: poll the agents' summaries until their counts are final (accounting.agents); the
+        error line when they are not within AGENTS_DRAIN_TIMEOUT_S."""
+        kinds = {a.name: a.kind for a in self.scenario.agents}
+        deadline = self.clock() + AGENTS_DRAIN_TIMEOUT_S
+        previous: dict[str, tuple[str, dict[str, Any]]] | None = None
+        self.say(f"  drain: waiting up to {AGENTS_DRAIN_TIMEOUT_S:g} s for the agents' final counts")
+        while True:
+            current = {}
+            for agent in self.agents:
+                payload = agent_control.collect(agent)
+                current[agent.name] = (kinds.get(agent.name, ""), (payload or {}).get("summary") or {})
+            state = drain_state(current, previous)
+            if state.drained:
+                self.event("runner", "agents-drained", {})
+                return None
+            if self.clock() > deadline:
+                return f"agents did not drain within {AGENTS_DRAIN_TIMEOUT_S:g} s: {'; '.join(state.waiting_for)}"
+            previous = current
+            time.sleep(AGENTS_POLL_S)  # the pace of polling a condition, bounded by the deadline above
 
     def _stop_agents(self) -> None:
         assert self.run_dir is not None
@@ -515,6 +621,9 @@ class ScenarioRun:
         load: dict[str, float] = self._load_figures()
         for agent in self.agents:
             load.update(agent_control.numeric_leaves(agent.summary, f"agents.{agent.name}"))
+        kinds = {a.name: a.kind for a in s.agents}
+        accounting = (account_agents({a.name: (kinds.get(a.name, ""), a.summary) for a in self.agents})
+                      if "agents" in s.checks else {})  # fmt: skip
         hosts = {}
         for name in sorted({h.name for g in s.groups_used() for h in self.inventory.group(g)}):
             host = self.inventory.host(name)
@@ -539,6 +648,8 @@ class ScenarioRun:
             "faults": [fault.record() for _, fault in self.faults if fault.injected],
             "clients": clients,
             "servers_failover": servers,
+            "accounting": accounting,
+            "benchmarks": self.benchmark_results,
             "load": load,
             "slo": [],
             "figures": {},

@@ -19,6 +19,9 @@ LOAD_FIELDS: Final = {"users": [SCALAR], "count": SCALAR, "rate": SCALAR, "spawn
 FAULT_FIELDS: Final = {"at": SCALAR, "for": SCALAR, "kind": SCALAR, "group": SCALAR, "target": SCALAR,
                        "service": SCALAR, "params": FREE}
 SLO_FIELDS: Final = {"figure": SCALAR, "op": SCALAR, "threshold": SCALAR}
+BENCHMARK_FIELDS: Final = {"name": SCALAR, "group": SCALAR, "target": SCALAR, "host": SCALAR, "tool": SCALAR,
+                           "tests": [SCALAR], "requests": SCALAR, "clients": SCALAR, "pipeline": SCALAR,
+                           "value_size": SCALAR, "keyspace": SCALAR}
 NEEDS_FIELDS: Final = {"groups": [SCALAR], "engines": FREE, "topologies": FREE}
 
 # A list is written as a one-element list holding the schema of its elements.
@@ -34,6 +37,7 @@ SCENARIO_FIELDS: Final[dict[str, Any]] = {
     "agents": [AGENT_FIELDS],
     "load": LOAD_FIELDS,
     "faults": [FAULT_FIELDS],
+    "benchmarks": [BENCHMARK_FIELDS],
     "checks": [SCALAR],
     "slo": [SLO_FIELDS],  # an entry may also be one string "<figure> <op> <number>"
     "sweep": SWEEP,
@@ -50,6 +54,7 @@ FAULT_KINDS_NEED_FOR: Final = frozenset({"stop", "pause", "partition", "shape", 
 # kinds that act on a host's network or clock, not on a service
 FAULT_KINDS_WITHOUT_SERVICE: Final = frozenset({"partition", "shape", "netem", "clock"})
 FAULT_TARGETS: Final = ("primary", "replica", "one", "minority", "majority", "all")
+STREAM_LEADER_TARGET: Final = "leader:"  # leader:<stream>: the server leading that JetStream stream (nats groups)
 FAULT_SERVICES: Final = ("kv", "sentinel", "nats")  # or agent:<name>, or a systemd unit <name>.service
 FAULT_PARAMS: Final[dict[str, tuple[str, ...]]] = {
     "kill": ("signal",),
@@ -73,6 +78,11 @@ CHECKS: Final[dict[str, str]] = {
     "agents": "the agents' own loss and duplicate counters (expiry dedup, streams, pipeline) after they drain",
 }
 CHECKS_NEEDING_WRITERS: Final = frozenset({"lost-writes", "read-back"})
+# figure sections a scenario produces only with the right parts (summary.json top-level keys of the same name)
+FIGURE_SECTIONS: Final[dict[str, str]] = {
+    "accounting": "the agents check's loss and duplicate counts per workload: accounting.<expiry|streams|pipeline>.*",
+    "benchmarks": "the engines' own tools: benchmarks.<name>.<test>.<rps|avg_us|p50_us|p95_us|p99_us|max_us>",
+}
 
 # figures an SLO may name (summary.json "figures"): clients.<writer|*>.<field>, load.<name>, and these
 CLIENT_FIGURES: Final = ("attempted", "ok", "fail", "unknown", "lost", "unexpected", "unknown_applied",

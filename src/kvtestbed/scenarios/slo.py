@@ -49,11 +49,16 @@ class Slo:
                  "ok": self.holds(figures.get(name))} for name in names]
 
 
-def parse_slos(raw: Any, writer_names: tuple[str, ...]) -> tuple[Slo, ...]:
-    return tuple(parse_slo(entry, ("slo", i), writer_names) for i, entry in enumerate(sequence(raw, ("slo",))))
+def parse_slos(raw: Any, writer_names: tuple[str, ...], sections: Mapping[str, str | None] | None = None
+               ) -> tuple[Slo, ...]:
+    """`sections`: the figure sections beyond clients/load/run this scenario may or may not produce (accounting,
+    benchmarks), each None when it does, or the one line saying what the scenario lacks for it."""
+    return tuple(parse_slo(entry, ("slo", i), writer_names, sections)
+                 for i, entry in enumerate(sequence(raw, ("slo",))))  # fmt: skip
 
 
-def parse_slo(raw: Any, path: FieldPath, writer_names: tuple[str, ...]) -> Slo:
+def parse_slo(raw: Any, path: FieldPath, writer_names: tuple[str, ...],
+              sections: Mapping[str, str | None] | None = None) -> Slo:
     if isinstance(raw, str):
         found = _SLO_TEXT.match(raw)
         if not found:
@@ -73,12 +78,21 @@ def parse_slo(raw: Any, path: FieldPath, writer_names: tuple[str, ...]) -> Slo:
         threshold = number(raw["threshold"], (*path, "threshold"))
     else:
         raise FieldError(path, "give '<figure> <op> <number>' or {figure, op, threshold}")
-    check_figure(figure, path, writer_names)
+    check_figure(figure, path, writer_names, sections)
     return Slo(figure, op, threshold)
 
 
-def check_figure(figure: str, path: FieldPath, writer_names: tuple[str, ...]) -> None:
+def check_figure(figure: str, path: FieldPath, writer_names: tuple[str, ...],
+                 sections: Mapping[str, str | None] | None = None) -> None:
     if figure in schema.RUN_FIGURES:
+        return
+    section, _, rest = figure.partition(".")
+    if section in schema.FIGURE_SECTIONS:
+        lacking = (sections or {}).get(section, f"the scenario has no {section}")
+        if lacking is not None:
+            raise FieldError(path, f"figure {figure!r}: {lacking}")
+        if not _LOAD_NAME.match(rest):
+            raise FieldError(path, f"figure {figure!r}: name a figure after '{section}.'")
         return
     if figure.startswith("load."):
         if _LOAD_NAME.match(figure.removeprefix("load.")):
@@ -96,4 +110,5 @@ def check_figure(figure: str, path: FieldPath, writer_names: tuple[str, ...]) ->
             raise FieldError(path, f"figure {figure!r}: the scenario has no writers to measure it")
         return
     raise FieldError(path, f"unknown figure {figure!r} (clients.<writer|*>.<field>, load.<name>, "
+                           f"{', '.join(f'{name}.<name>' for name in schema.FIGURE_SECTIONS)}, "
                            f"{', '.join(schema.RUN_FIGURES)})")

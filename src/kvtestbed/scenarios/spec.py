@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from kvtestbed.scenarios import schema
+from kvtestbed.scenarios.benchmark_entries import Benchmark, parse_benchmarks
 from kvtestbed.scenarios.errors import FieldError, ScenarioError
 from kvtestbed.scenarios.fault_entries import Fault, parse_faults
 from kvtestbed.scenarios.overrides import apply_overrides, sweep_points
@@ -104,6 +105,7 @@ class Scenario:
     overrides: dict[str, Any] = field(default_factory=dict)  # --set and sweep values applied, by dotted path
     sweep_values: dict[str, Any] = field(default_factory=dict)  # the sweep's part of overrides (a sweep's x axis)
     document: dict[str, Any] = field(default_factory=dict)  # the mapping as run (overrides applied, no sweep)
+    benchmarks: tuple[Benchmark, ...] = ()  # the engines' own tools, run from the measured phase's start
 
     def groups_used(self) -> tuple[str, ...]:
         """Every inventory group the scenario names, in first-use order."""
@@ -112,6 +114,7 @@ class Scenario:
         found.update(dict.fromkeys(self.needs.topologies))
         found.update(dict.fromkeys(w.group for w in self.writers))
         found.update(dict.fromkeys(f.group for f in self.faults))
+        found.update(dict.fromkeys(b.group for b in self.benchmarks))
         if self.load and "://" not in self.load.target:
             found[self.load.target] = None
         return tuple(found)
@@ -159,6 +162,7 @@ def parse_scenario(document: dict[str, Any], source: str, overrides: dict[str, A
     writers = _writers(document.get("writers"))
     writer_names = tuple(w.name for w in writers)
     agents = _agents(document.get("agents"))
+    benchmarks = parse_benchmarks(document.get("benchmarks"))
     return Scenario(
         name=scenario_name,
         description=text(document.get("description"), ("description",), required=False),
@@ -171,13 +175,20 @@ def parse_scenario(document: dict[str, Any], source: str, overrides: dict[str, A
         agents=agents,
         load=_load(document.get("load"), warmup_s + duration_s),
         faults=parse_faults(document.get("faults"), duration_s),
-        checks=_checks(document.get("checks"), writers, agents),
-        slo=parse_slos(document.get("slo"), writer_names),
+        checks=(checks := _checks(document.get("checks"), writers, agents)),
+        slo=parse_slos(document.get("slo"), writer_names, _figure_sections(checks, benchmarks)),
+        benchmarks=benchmarks,
         source=source,
         overrides=dict(overrides or {}),
         sweep_values=dict(sweep_values or {}),
         document=copy.deepcopy(document),
     )
+
+
+def _figure_sections(checks: tuple[str, ...], benchmarks: tuple[Benchmark, ...]) -> dict[str, str | None]:
+    """Which optional figure sections this scenario produces (None), or why not (slo.check_figure)."""
+    return {"accounting": None if "agents" in checks else "add 'agents' to checks (the agents' own accounting)",
+            "benchmarks": None if benchmarks else "the scenario has no benchmarks (the engines' own tools)"}
 
 
 def _duration(document: dict[str, Any]) -> float:

@@ -154,6 +154,44 @@ def test_pipeline_resumes_after_restarts(tmp_path: Path, redis_server: RedisServ
     print("PIPELINE-RESUME", json.dumps(body["audit"]))
 
 
+def test_a_second_run_on_the_same_stream_counts_only_its_own_events(
+    tmp_path: Path, redis_server: RedisServer, nats_server: NatsServer
+) -> None:
+    """A stream keeps an hour of events: run b's routes must not store run a's. With a durable of their own that
+    starts at new events (what the scenarios configure) they never see them; a durable that starts at all sees run
+    a's events and acknowledges them as foreign without storing any."""
+    stream = {"name": "PIPE_SHARED", "subject": "kvt.pipeline.shared"}
+    base = {"nats": {"servers": [nats_server.url]}, "store": redis_server.endpoint(), "stream": stream}
+
+    def agent(name: str, run_id: str, role: str, **extra: Any) -> AgentProcess:
+        return AgentProcess("pipeline", {**base, "run_id": run_id, "role": role, **extra}, tmp_path, name=name)
+
+    first = agent("producer-a", "a", "producer", producer={"rate": 1000, "count": 300, "name": "p"})
+    first.start()
+    wait_until(lambda: first.summary()["done"], 30, 0.2, "run a published")
+    first.stop()
+    new_route = agent("route-new", "b", "route", route={"route": "high", "threshold": -1, "durable": "high-b-new",
+                                                        "deliver": "new", "inactive_threshold_s": 60})
+    all_route = agent("route-all", "b", "route", route={"route": "low", "threshold": 2000, "durable": "low-b-all"})
+    agents = [new_route, all_route]
+    try:
+        for a in agents:
+            a.start()
+        producer = agent("producer-b", "b", "producer", producer={"rate": 1000, "count": 200, "name": "p"})
+        agents.append(producer)
+        producer.start()
+        wait_until(lambda: all(a.summary().get("routed") == 200 for a in agents[:2]), 30, 0.2, "run b routed")
+        dumps = {a.name: a.stop()["summary"] for a in agents}
+    finally:
+        for a in agents:
+            a.kill()
+    assert (dumps["route-new"]["routed"], dumps["route-new"]["foreign"]) == (200, 0)
+    assert (dumps["route-all"]["routed"], dumps["route-all"]["foreign"]) == (200, 300)
+    with redis_server.client(socket_timeout=2, decode_responses=True) as c:
+        assert c.scard("kvt:pipe:{b}:ids:high") == 200 and c.scard("kvt:pipe:{b}:ids:low") == 200
+        assert not c.exists("kvt:pipe:{a}:ids:high", "kvt:pipe:{a}:ids:low")
+
+
 def test_bad_input_exits_2(tmp_path: Path, redis_server: RedisServer, nats_server: NatsServer) -> None:
     good = {
         "run_id": "bad",

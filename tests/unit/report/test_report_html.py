@@ -114,3 +114,25 @@ def test_agents_and_locust_latency_figures_get_a_table_of_their_own() -> None:
         "agents.observer-1.listeners.pi-3-async.notify_latency": {"p50_us": 382.0, "p99_us": 2339.0},
         "locust.GET_kv": {"count": 20235.0, "p50_us": 221.0},
     }
+
+
+def test_the_agents_accounting_and_the_engine_tools_get_sections(tmp_path: Path) -> None:
+    accounting = {"streams": {"requests": 6000, "completed": 6000, "lost": 0, "duplicated": 3, "reclaimed": 12,
+                              "per_worker": {"streams": 2990, "streams-worker-2": 3013}}}
+    benchmarks = {"redis-c50": {"tool": "redis-benchmark", "version": "redis-benchmark 7.0.15", "tool_host": "pi-3",
+                                "target": "198.18.0.11:6379", "target_host": "pi-1",
+                                "settings": {"clients": 50, "pipeline": 1},
+                                "tests": {"set": {"rps": 41234.5, "p50_us": 903, "p99_us": 2111, "max_us": 9000},
+                                          "get": {"rps": 45678.0, "p50_us": 851, "p99_us": 1999, "max_us": 8000}}}}
+    run = make_run(tmp_path, extra={"accounting": accounting, "benchmarks": benchmarks},
+                   slos=[{"figure": "benchmarks.redis-c50.get.rps", "op": ">=", "threshold": 40000},
+                         {"figure": "accounting.streams.lost", "op": "==", "threshold": 0}])
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert [(s["figure"], s["value"], s["ok"]) for s in summary["slo"]] == [
+        ("benchmarks.redis-c50.get.rps", 45678.0, True), ("accounting.streams.lost", 0, True)]
+    page = write_report(run.path).read_text()
+    assert ">Engine tools (baseline)</h2>" in page and "pi-3 → pi-1" in page and "45,678" in page
+    assert ">streams</td>" in page  # the accounting table's row
+    titles = [s["layout"]["title"]["text"] for s in plot_specs(page)]
+    assert "accounting.streams.per_worker" in titles
+    assert "Requests per second by engine tool run" in titles

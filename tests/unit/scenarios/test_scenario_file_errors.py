@@ -48,7 +48,7 @@ def both(*mutations: Mutation) -> Mutation:
 CASES: list[tuple[str, Mutation, str]] = [
     ("top-level typo", put("durration", 60),
      "durration: unknown field (known: name, description, tags, repeats, needs, warmup, duration, writers, agents, "
-     "load, faults, checks, slo, sweep)"),
+     "load, faults, benchmarks, checks, slo, sweep)"),
     ("name missing", drop("name"), "name: required"),
     ("name with a space", put("name", "my run"),
      "name: 'my run': use letters, digits, '-' and '_' only (it names files and figures)"),
@@ -110,7 +110,8 @@ CASES: list[tuple[str, Mutation, str]] = [
      "faults[1]: overlaps faults[0] on redis/primary (partition 10-30 s, kill at 25 s): move one or give another "
      "target"),
     ("fault target", put("faults.0.target", "the leader"),
-     "faults[0].target: 'the leader': give primary, replica, one, minority, majority, all or a host name"),
+     "faults[0].target: 'the leader': give primary, replica, one, minority, majority, all, leader:<stream> or a host "
+     "name"),
     ("fault service on a partition", put("faults.0.service", "kv"),
      "faults[0].service: not used by partition (it acts on hosts): remove it"),
     ("fault service unknown", put("faults.1.service", "kvv"),
@@ -147,7 +148,10 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("slo unknown client", put("slo.1.figure", "clients.w3.failover_s"),
      "slo[1]: unknown figure 'clients.w3.failover_s': no client 'w3' (clients: w1, w2; or *)"),
     ("slo unknown family", put("slo.0", "latency.p99 <= 5"),
-     "slo[0]: unknown figure 'latency.p99' (clients.<writer|*>.<field>, load.<name>, faults.count, run.duration_s)"),
+     "slo[0]: unknown figure 'latency.p99' (clients.<writer|*>.<field>, load.<name>, accounting.<name>, "
+     "benchmarks.<name>, faults.count, run.duration_s)"),
+    ("stream leader without a name", put("faults.0.target", "leader:"),
+     "faults[0].target: 'leader:': name a JetStream stream after 'leader:' (A-Z a-z 0-9 - _)"),
     ("slo syntax", put("slo.0", "clients.*.lost is 0"),
      "slo[0]: 'clients.*.lost is 0': write '<figure> <op> <number>', e.g. 'clients.*.lost == 0' "
      "(ops: <=, >=, ==, <, >)"),

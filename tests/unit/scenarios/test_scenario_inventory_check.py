@@ -26,6 +26,8 @@ CASES = [
     ("group missing", ["needs.groups=[redis, valkey2]"],
      "needs.groups[1]: group 'valkey2' is not in the inventory (groups: agents, keydb, lab, loadgen, loadgen_workers, "
      "monitoring, nats, pcs, pis, redis, redis_cluster, sentinel, valkey)"),
+    ("stream leader outside nats", ["faults.0.target=leader:KVT_PIPELINE"],
+     "faults[0].target: 'leader:KVT_PIPELINE': a stream leader is only in a nats group, not 'redis'"),
     ("engine mismatch", ["needs.engines={redis: valkey}"],
      "needs.engines.redis: group 'redis' runs redis, not valkey: deploy valkey there or pick another group"),
     ("engine of a group without a store", ["needs.engines={sentinel: redis}"],
@@ -101,8 +103,9 @@ def test_an_empty_group_is_named(valid, write_scenario, lab_inventory):
     ["faults.1.group=sentinel", "faults.1.target=one", "faults.1.service=sentinel"],
     ["faults.0.params={shape: halves}", "faults.0.target=majority"],
     ["load.target=redis://198.18.0.11:6379"],
+    ["faults.1.group=nats", "faults.1.target=leader:KVT_PIPELINE"],
 ], ids=["valkey primary", "nats leader", "nats minority", "cluster host", "sentinel service", "halves",
-        "load URL"])
+        "load URL", "stream leader"])
 def test_targets_that_fit(valid, write_scenario, lab_inventory, assignments):
     check_against(scenario_with(valid, write_scenario, *assignments), *lab_inventory)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kvtestbed.scenarios import Slo, load_scenario
+from kvtestbed.scenarios import ScenarioError, Slo, load_scenario
 from kvtestbed.scenarios.values import seconds
 
 FIGURES = {"clients.a.lost": 0, "clients.b.lost": 3, "clients.a.latency_us.p99.9": 900, "clients.b.failover_s": None,
@@ -41,3 +41,13 @@ def test_both_spellings_parse_to_the_same_slo(valid, write_scenario):
                                                  ("1m30s", 90.0), ("500ms", 0.5), ("1h", 3600.0), ("45", 45.0)])
 def test_durations(given, expected):
     assert seconds(given, ("duration",)) == expected
+
+
+def test_an_accounting_figure_needs_the_agents_check(valid, write_scenario):
+    valid["slo"] = ["accounting.streams.lost == 0"]
+    valid["checks"] = []
+    with pytest.raises(ScenarioError, match=r"slo\[0\].*add 'agents' to checks"):
+        load_scenario(write_scenario(valid))
+    valid["checks"] = ["agents"]
+    (scenario,) = load_scenario(write_scenario(valid))
+    assert [str(s) for s in scenario.slo] == ["accounting.streams.lost == 0"]

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs
 
 import redis.asyncio as aioredis
-from nats.js.api import RetentionPolicy
+from nats.js.api import DeliverPolicy, RetentionPolicy
 from prometheus_client import Counter, Gauge
 
 from kvagent.clients.connect import REDIS_CONNECTION_ERRORS, Backoff, ConnectError, ConnectionTracker, connect_redis
@@ -89,12 +89,29 @@ class RouteSettings:
     ack_wait_s: float = 30.0
     max_ack_pending: int = 2000
     pending_interval_s: float = 1.0  # how often consumer lag (num_pending) is read
+    # where a durable created now starts: "all" the stream holds, or only events published from now on (a
+    # scenario's per-run durable, so a run never replays the hour of earlier runs the stream keeps)
+    deliver: Literal["all", "new"] = "all"
+    # the server removes the durable after this long without a client (0: kept until deleted by hand)
+    inactive_threshold_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch <= 0 or self.fetch_timeout_s <= 0 or self.ack_wait_s <= 0 or self.max_ack_pending <= 0:
             raise ConfigError("route.batch, fetch_timeout_s, ack_wait_s and max_ack_pending must be > 0")
         if self.pending_interval_s <= 0:
             raise ConfigError("route.pending_interval_s must be > 0")
+        if self.deliver not in ("all", "new"):
+            raise ConfigError("route.deliver must be 'all' or 'new'")
+        if self.inactive_threshold_s < 0:
+            raise ConfigError("route.inactive_threshold_s must be >= 0")
+
+    def consumer_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.deliver == "new":
+            extra["deliver_policy"] = DeliverPolicy.NEW
+        if self.inactive_threshold_s:
+            extra["inactive_threshold"] = self.inactive_threshold_s
+        return extra
 
     def takes(self, amount: float) -> bool:
         return amount > self.threshold if self.route == "high" else amount <= self.threshold
@@ -271,13 +288,17 @@ class PipelineRoute(AgentBase):
             durable=self.settings.durable or f"pipeline-{self.route}",
             ack_wait_s=self.settings.ack_wait_s,
             max_ack_pending=self.settings.max_ack_pending,
+            extra=self.settings.consumer_extra(),
         )
+        # events of another run (same stream, an earlier producer) are acknowledged and counted, never stored:
+        # this run's ledger holds this run's events only
+        self._run_prefix = f"{config.run_id}:"
         self.nats_tracker = ConnectionTracker(self.registry, "nats")
         self.store_tracker = ConnectionTracker(self.registry, f"store:{config.store.label()}")
         self._nc: Any = None
         self._store: aioredis.Redis | None = None
         self._sink: Sink | None = None
-        self.counts = {"routed": 0, "skipped": 0, "duplicates": 0, "bad": 0, "fetch_errors": 0}
+        self.counts = {"routed": 0, "skipped": 0, "duplicates": 0, "bad": 0, "foreign": 0, "fetch_errors": 0}
         self.pending = (0, 0)
         r = self.registry
         self.m_routed = Counter(
@@ -376,6 +397,9 @@ class PipelineRoute(AgentBase):
                 event_id, amount, ts_ns = str(body["id"]), float(body["amount"]), int(body["ts_ns"])
             except (ValueError, KeyError, TypeError):
                 self.counts["bad"] += 1
+                continue
+            if not event_id.startswith(self._run_prefix):
+                self.counts["foreign"] += 1
                 continue
             if self.settings.takes(amount):
                 mine.append((event_id, amount, max(0, (now_ns - ts_ns) // 1000)))

@@ -554,6 +554,8 @@ class StreamsAgent(AgentBase):
     def summary(self) -> dict[str, Any]:
         return {
             "instance": self.instance,
+            # the scenario runner's agents check waits for a direct driver to finish; HTTP ingress has no end
+            "ingress": self.config.ingress.mode if self.config.ingress.enabled else "off",
             **self.c,
             "in_flight": self._in_flight,
             "issued_all": self._issued_all.is_set(),
