@@ -172,9 +172,13 @@ def _fault_inventory(args: argparse.Namespace):
 
 def cmd_heal(args: argparse.Namespace) -> int:
     from kvtestbed.faults.heal import failed, heal_all
+    from kvtestbed.faults.registry import default_secrets_dir
+    from kvtestbed.scenarios.wiring import heal_engine_tool_users
 
     inventory = _fault_inventory(args)
     lines = heal_all(inventory)
+    # the engine tools' throwaway ACL users a killed runner left on the instances
+    lines += heal_engine_tool_users(inventory, default_secrets_dir(inventory))
     for line in lines:
         print(line)
     if not lines:

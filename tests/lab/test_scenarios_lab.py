@@ -4,7 +4,8 @@ Brings up a lab of its own (lab_name scnlab, 198.18.71.0/24, three emulated Pis:
 Sentinels, an observer agent deployed idle), runs two short scenarios with the CLI and checks what summary.json says
 against the servers themselves: every acknowledged write read back independently from the primary the Sentinels
 name now, the client's failover time against the Sentinels' own +switch-master, the fault healed, the agent started
-for the run and stopped after it, and the report drawn in Chromium without an error.
+for the run and stopped after it, and the report drawn in Chromium without an error. Two more: the agents check on
+the streams workload (a worker paused, the other killed: every request accounted) and an engine tool as baseline.
 
     .venv/bin/pytest -m lab tests/lab/test_scenarios_lab.py -s          # needs root; ~10 min
 """
@@ -58,6 +59,31 @@ all:
                   - {{name: sc-2-sync, mode: sync,
                       endpoint: {{host: {sc2}, port: 6379, username: agent, password: "{{{{ _redis_agent }}}}"}}}}
                 service: {{metrics_port: 9410}}
+            # streams: a bounded requester and two worker agents of one consumer group, all on the Sentinel names
+            - name: streams-requester
+              kind: streams
+              config:
+                redis: {{host: {sc1}, port: 6379, username: agent, password: "{{{{ _redis_agent }}}}"}}
+                sentinel: {{master_name: redis, sentinels: "{{{{ _sentinels }}}}"}}
+                ingress: {{enabled: true, mode: direct, rate: 100, requests: 3000}}
+                worker: {{enabled: false}}
+                service: {{metrics_port: 9403}}
+            - name: streams-worker-1
+              kind: streams
+              config:
+                redis: {{host: {sc1}, port: 6379, username: agent, password: "{{{{ _redis_agent }}}}"}}
+                sentinel: {{master_name: redis, sentinels: "{{{{ _sentinels }}}}"}}
+                ingress: {{enabled: false}}
+                worker: {{enabled: true, consumers: 2, process_ms: 5, claim_idle_ms: 2000}}
+                service: {{metrics_port: 9404}}
+            - name: streams-worker-2
+              kind: streams
+              config:
+                redis: {{host: {sc1}, port: 6379, username: agent, password: "{{{{ _redis_agent }}}}"}}
+                sentinel: {{master_name: redis, sentinels: "{{{{ _sentinels }}}}"}}
+                ingress: {{enabled: false}}
+                worker: {{enabled: true, consumers: 2, process_ms: 5, claim_idle_ms: 2000}}
+                service: {{metrics_port: 9405}}
   vars:
 {lab_vars}
     testbed_secrets_dir: {secrets}
@@ -101,6 +127,38 @@ faults:
   - {at: 8, for: 20, kind: partition, group: redis, target: primary, params: {shape: isolate}}
 checks: [lost-writes, read-back, servers-agree]
 slo: ["clients.quorum.lost == 0"]
+"""
+
+# the agents check on the streams workload: a paused worker still gets entries from its blocked reads, which only
+# the other worker's claimer (or a retry) can answer, so a reclaim is certain; then a SIGKILL of the other worker
+STREAMS = """
+name: lab-streams
+description: a streams worker paused, then the other SIGKILLed, under a bounded requester
+tags: [lab-test]
+needs: {groups: [redis, sentinel, agents]}
+warmup: 2s
+duration: 30s
+agents:
+  - {name: streams-worker-1, kind: streams, host: sc-3}
+  - {name: streams-worker-2, kind: streams, host: sc-3}
+  - {name: streams-requester, kind: streams, host: sc-3}
+faults:
+  - {at: 3, for: 6, kind: pause, group: agents, target: sc-3, service: "agent:streams-worker-2"}
+  - {at: 14, for: 8, kind: kill, group: agents, target: sc-3, service: "agent:streams-worker-1"}
+checks: [agents]
+slo: ["accounting.streams.lost == 0", "accounting.streams.reclaimed >= 1"]
+"""
+
+# the engine's own tool as a baseline: redis-benchmark on sc-2 against the primary the Sentinels name
+BASELINE = """
+name: lab-baseline
+description: redis-benchmark against the primary as a temporary nopass ACL user
+tags: [lab-test]
+needs: {groups: [redis, sentinel]}
+duration: 40s
+benchmarks:
+  - {name: c10, group: redis, host: sc-2, tests: [set, get], requests: 5000, clients: 10}
+slo: ["benchmarks.c10.get.rps > 0"]
 """
 
 
@@ -163,10 +221,10 @@ def independent_lost(lab: dict[str, Any], run_dir: Path, client: str) -> int:
     return sum(value != acked[key] for key, value in zip(keys, values, strict=True))
 
 
-def check_report(run_dir: Path, tmp_path: Path) -> None:
+def check_report(run_dir: Path, tmp_path: Path, plots: int = 4) -> None:
     with offline_console(tmp_path) as console:
         state = console.open(run_dir / "report.html")
-        assert state["hooked"] and state["total"] >= 4 and state["drawn"] == state["total"], state
+        assert state["hooked"] and state["total"] >= plots and state["drawn"] == state["total"], state
         assert state["errors"] == [] and console.errors == [] and console.requests == [], (state, console.errors)
 
 
@@ -205,3 +263,43 @@ def test_a_partitioned_primary_is_measured_per_strategy_and_healed(lab, tmp_path
         tables = ssh(address, KEY, "nft list tables").stdout
         assert "kvtestbed_fault" not in tables, (address, tables)
     check_report(run_dir, tmp_path)
+
+
+def test_the_agents_check_accounts_every_request_through_a_paused_and_a_killed_worker(lab, tmp_path: Path) -> None:
+    run_dir, summary, stdout = run_scenario(lab, STREAMS, "lab-streams")
+    assert summary["run"]["status"] == "passed", (summary["run"], summary["slo"])
+    assert [(f["kind"], f["verified"]) for f in summary["faults"]] == [("pause", True), ("kill", True)]
+    streams = summary["accounting"]["streams"]
+    # every request issued, each answered (or counted lost): the requester's own count is the truth
+    requester = json.loads((run_dir / "raw" / "agents" / "streams-requester.json").read_text())["summary"]
+    assert streams["requests"] == requester["requests"] == 3000, streams
+    assert streams["completed"] + streams["lost"] == 3000 and streams["lost"] == 0, streams
+    # the paused worker's blocked reads got entries that the other worker's claimer took over
+    assert streams["reclaimed"] >= 1, streams
+    assert set(streams["per_worker"]) >= {"streams-worker-1", "streams-worker-2"}
+    assert any(e["event"] == "agents-drained" for e in map(json.loads, (run_dir / "timeline.jsonl").read_text()
+                                                             .splitlines()))  # fmt: skip
+    for name in ("streams-requester", "streams-worker-1", "streams-worker-2"):
+        state = ssh(HOSTS["sc-3"], KEY, f"systemctl is-active kvtestbed-agent@{name}").stdout.strip()
+        assert state == "inactive", (name, state)
+    check_report(run_dir, tmp_path, plots=1)  # the per-worker spread
+
+
+def test_the_engine_tool_runs_as_a_throwaway_user(lab, tmp_path: Path) -> None:
+    run_dir, summary, _ = run_scenario(lab, BASELINE, "lab-baseline")
+    assert summary["run"]["status"] == "passed", summary["run"]
+    bench = summary["benchmarks"]["c10"]
+    assert bench["tool"] == "redis-benchmark" and bench["tool_host"] == "sc-2", bench
+    assert set(bench["tests"]) == {"set", "get"} and bench["tests"]["get"]["rps"] > 0, bench
+    assert 0 < bench["tests"]["get"]["p50_us"] <= bench["tests"]["get"]["p99_us"]
+    # no password anywhere in what the run wrote, and the temporary user is gone from the primary
+    secrets = [p.read_text().strip() for p in lab["secrets"].iterdir() if p.is_file()]
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert not any(secret and secret in text for secret in secrets), path
+    host, port = sentinel_primary(lab)
+    admin = (lab["secrets"] / "redis-admin").read_text().strip()
+    with redis.Redis(host, port, username="admin", password=admin, decode_responses=True) as node:
+        assert not [u for u in node.acl_users() if u.startswith("kvt-bench-")]
+    check_report(run_dir, tmp_path, plots=1)  # requests/s per tool run

@@ -157,8 +157,9 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings, retentio
     try:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError as exc:
-        # 10058: a stream with that name exists with another config: keep it, but update the
-        # duplicate window (the one knob dedup depends on) when it is the only difference.
+        # 10058: a stream with that name exists with another config: keep it, but bring its replica count
+        # to the one asked for (a run measuring an R3 stream must not silently measure an earlier R1 one);
+        # JetStream moves the data itself. Retention cannot change in place: refuse with one line.
         if exc.err_code != 10058:
             raise
         info = await js.stream_info(settings.name)
@@ -166,6 +167,9 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings, retentio
             raise ConnectError(
                 f"stream {settings.name} exists with retention {info.config.retention}, want {retention}"
             ) from None
+        if info.config.num_replicas != settings.replicas:
+            info.config.num_replicas = settings.replicas
+            await js.update_stream(info.config)
 
 
 async def ensure_pull_consumer(js: JetStreamContext, stream: str, c: ConsumerSettings) -> None:

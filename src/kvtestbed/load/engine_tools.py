@@ -346,6 +346,18 @@ def remove_leftover_users(client: redis.Redis) -> list[str]:
     return leftovers
 
 
+def heal_leftover_users(host: str, port: int, admin_user: str, admin_password_file: str | Path) -> list[str]:
+    """remove_leftover_users on host:port, logged in as admin_user; EngineToolError (one line) when it cannot."""
+    what = f"{USER_PREFIX}* users on {host}:{port}"
+    client = _admin_client(host, port, admin_user, Path(admin_password_file), what)
+    try:
+        return remove_leftover_users(client)
+    except redis.RedisError as exc:
+        raise EngineToolError(f"{what}: {admin_user} cannot list or delete them ({exc})") from None
+    finally:
+        client.close()
+
+
 def _tool_failure(spec: ToolSpec, where: str, target: str, rc: int, out: str, err: str) -> EngineToolError:
     line = _last_line(err, out)
     what = f"{spec.tool} on {where} against {target}"

@@ -55,6 +55,7 @@ from kvtestbed.scenarios.wiring import (
     WiringError,
     cluster_target,
     group_views,
+    heal_engine_tool_users,
     host_of,
     jetstream_target,
     load_target,
@@ -383,6 +384,8 @@ class ScenarioRun:
         started = datetime.now(UTC)
         self.preflight()
         healed = heal_all(self.inventory, self.remotes)
+        if s.benchmarks:
+            healed += heal_engine_tool_users(self.inventory, self.secrets_dir, sorted({b.group for b in s.benchmarks}))
         run_dir = self.run_dir = RunDir.create(self.options.results_root, s.name, started)
         run_dir.write_scenario(s.to_yaml())
         self.t0 = time.monotonic()

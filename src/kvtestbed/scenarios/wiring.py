@@ -147,3 +147,35 @@ def jetstream_target(inventory: Inventory, group: str, secrets_dir: Path, writer
         user=NATS_USER,
         password_file=_require(secrets_dir / f"nats_{NATS_USER}"),
     )
+
+
+def kv_instances(inventory: Inventory, groups: list[str] | None = None) -> list[tuple[str, Host, int]]:
+    """(group, host, port) of every key-value instance the inventory deploys (`<group>_kvstore.ports`), in the
+    given groups or all of them."""
+    found = []
+    for group in groups if groups is not None else sorted(inventory.groups):
+        if group not in inventory.groups:
+            continue
+        for host in inventory.group(group):
+            kvstore = host.vars.get(f"{group}_kvstore")
+            if isinstance(kvstore, dict):
+                found.extend((group, host, int(port)) for port in kvstore.get("ports") or [])
+    return found
+
+
+def heal_engine_tool_users(inventory: Inventory, secrets_dir: Path, groups: list[str] | None = None) -> list[str]:
+    """Remove the engine tools' kvt-bench-* ACL users a killed runner left (kvtestbed.load.engine_tools), one line
+    per user removed; instances that do not answer are left alone (they may be down on purpose)."""
+    from kvtestbed.load.engine_tools import EngineToolError, heal_leftover_users
+
+    lines = []
+    for group, host, port in kv_instances(inventory, groups):
+        password_file = secrets_dir / f"{group}-admin"
+        if not password_file.is_file():
+            continue
+        try:
+            removed = heal_leftover_users(host.address, port, "admin", password_file)
+        except EngineToolError:
+            continue
+        lines.extend(f"{host.name}: removed ACL user {name} on port {port}" for name in removed)
+    return lines

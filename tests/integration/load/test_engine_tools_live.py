@@ -288,3 +288,26 @@ def test_remove_leftover_users_deletes_only_kvt_bench_users(deploy: Callable[[st
         assert et.remove_leftover_users(c) == ["kvt-bench-abc"]
         assert et.remove_leftover_users(c) == []
     assert d.server.acl_users() == ["admin", "default", "kvt-benchmark-keeper"]
+
+
+def test_heal_finds_the_instances_from_the_inventory_and_removes_what_a_killed_run_left(
+    deploy: Callable[[str], Deployed],
+) -> None:
+    from kvtestbed.inventory import Inventory
+    from kvtestbed.scenarios.wiring import heal_engine_tool_users
+
+    d = deploy("redis")
+    with d.server.client(decode_responses=True) as c:
+        c.execute_command("ACL", "SETUSER", "kvt-bench-0123456789ab", "on", "nopass", "+ping")
+    listing = {"_meta": {"hostvars": {"r1": {"ansible_host": LOOPBACK,
+                                             "redis_kvstore": {"engine": "redis", "ports": [d.server.port]}},
+                                      "down": {"ansible_host": "127.0.0.9",  # nothing listens: left alone
+                                               "redis_kvstore": {"engine": "redis", "ports": [d.server.port]}}}},
+               "all": {"children": ["redis"]}, "redis": {"hosts": ["r1", "down"]}}
+    inventory = Inventory.from_listing("test", listing)
+    secrets_dir = d.password_file.parent
+    (secrets_dir / "redis-admin").write_text(d.password + "\n")
+    assert heal_engine_tool_users(inventory, secrets_dir) == [
+        f"r1: removed ACL user kvt-bench-0123456789ab on port {d.server.port}"]
+    assert d.server.bench_users() == []
+    assert heal_engine_tool_users(inventory, secrets_dir) == []
