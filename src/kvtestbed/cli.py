@@ -18,6 +18,7 @@ from kvtestbed.project import ProjectError, ansible_bin, project_root, resolve_i
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+DEFAULT_RUNNER_METRICS_PORT = 9470  # kvtestbed.monitoring.runner_metrics.DEFAULT_PORT, without importing prometheus
 
 
 class CliError(Exception):
@@ -105,6 +106,16 @@ def _duration_s(text: str) -> float:
         return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (30, 30s, 5m)") from None
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 for none)")
+    return port
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -251,7 +262,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     root = project_root()
     options = RunOptions(inventory=resolve_inventory(root, args.inventory),
                          results_root=Path(args.results) if args.results else root / "results",
-                         overrides=tuple(args.set or ()), repeats=args.repeat, seed=args.seed)  # fmt: skip
+                         overrides=tuple(args.set or ()), repeats=args.repeat, seed=args.seed,
+                         metrics_port=args.metrics_port)  # fmt: skip
     try:
         outcomes = run_file(Path(args.scenario), options)
     except RunInputError as exc:
@@ -323,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeat", type=int, help="repeats of each run (default: the file's `repeats`)")
     run.add_argument("--results", help="results root (default results/)")
     run.add_argument("--seed", type=int, help="seed for random targets (one, minority, replica)")
+    run.add_argument("--metrics-port", type=_port, default=DEFAULT_RUNNER_METRICS_PORT,
+                     help=f"serve the run's Prometheus metrics here (kvt_fault_active...; default "
+                          f"{DEFAULT_RUNNER_METRICS_PORT}, 0 for none)")  # fmt: skip
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="rewrite a run's report.html, or compare runs side by side")

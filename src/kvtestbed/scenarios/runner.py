@@ -45,6 +45,7 @@ from kvtestbed.faults.registry import default_secrets_dir
 from kvtestbed.inventory import Host, Inventory, InventoryError
 from kvtestbed.load import engine_tools
 from kvtestbed.load import runner as load_runner
+from kvtestbed.monitoring.runner_metrics import RunnerMetrics
 from kvtestbed.remote import RemoteError, Remotes
 from kvtestbed.report import write_report
 from kvtestbed.results.store import RunDir
@@ -87,6 +88,7 @@ class RunOptions:
     repeats: int | None = None
     seed: int | None = None
     out: TextIO = sys.stdout
+    metrics_port: int = 0  # the run's /metrics for Prometheus (kvt_fault_active, ...); 0 = none
 
 
 @dataclass
@@ -159,6 +161,7 @@ class ScenarioRun:
         self.benchmark_plan: list[tuple[Any, engine_tools.ToolSpec, Host]] = []  # (entry, spec, tool host)
         self.benchmark_results: dict[str, dict[str, Any]] = {}
         self.benchmark_thread: threading.Thread | None = None
+        self.metrics = RunnerMetrics(options.metrics_port, say=self.say)
 
     # -- the clock -------------------------------------------------------------------------------------
     def clock(self) -> float:
@@ -397,12 +400,16 @@ class ScenarioRun:
         try:
             with _signals_raise():
                 self.say(f"run {run_dir.id}: {s.name} (repeat {self.repeat}), results in {run_dir.path}")
+                if self.metrics.start():
+                    self.metrics.run_started(s.name, run_dir.id)
+                    self.metrics.enter_phase("warmup")
                 self.versions = self._collect_servers("start")
                 self._start_agents()
                 self._start_writers()
                 self._start_load()
                 self._phase("warm-up", s.warmup_s, phases, "warmup")
                 m0 = self.clock()
+                self.metrics.enter_phase("measure")
                 self._schedule_faults(m0)
                 self._start_benchmarks(m0)
                 self._phase("measure", s.duration_s, phases, "measure", m0)
@@ -425,6 +432,7 @@ class ScenarioRun:
                 if drain_error:
                     status, error = "failed", f"checks: {drain_error}"
             self._stop_agents()
+        self.metrics.enter_phase("checks")
         clients: dict[str, Any] = {}
         servers: list[dict[str, Any]] = []
         self._collect_servers("end")
@@ -440,6 +448,7 @@ class ScenarioRun:
             run_dir.append_timeline(event)
         run_dir.write_summary(summary)
         report = write_report(run_dir)
+        self.metrics.stop()
         self.remotes.close()
         self.say(summary_table(summary))
         self.say(f"report: {report}")
@@ -463,6 +472,8 @@ class ScenarioRun:
             f"{name} ok {w.counts.ok} fail {w.counts.fail} unknown {w.counts.unknown}"
             for name, w in self.writers.items()
         )
+        for name, w in self.writers.items():
+            self.metrics.writer_counts(name, w.counts.ok, w.counts.fail, w.counts.unknown)
         active = [f.kind for _, f in self.faults if f.injected and not f.healed]
         faults = f" | fault {', '.join(active)}" if active else ""
         self.say(f"  {phase} {self.clock():6.1f} s (ends {end:.0f} s) | {counts}{faults}")
@@ -558,12 +569,14 @@ class ScenarioRun:
             return
         try:
             fault.inject()
-            self.event("runner", "fault-injected", {"id": fault.id, "kind": fault.kind,
-                                                     "hosts": [h.name for h in fault.targets]})  # fmt: skip
+            hosts = [h.name for h in fault.targets]
+            self.event("runner", "fault-injected", {"id": fault.id, "kind": fault.kind, "hosts": hosts})
+            self.metrics.fault(fault.kind, entry.group, entry.target, hosts, active=True)
             if entry.for_s:
                 self.stop.wait(max(m0 + entry.at_s + entry.for_s - self.clock(), 0))
             fault.heal()
             self.event("runner", "fault-healed", {"id": fault.id})
+            self.metrics.fault(fault.kind, entry.group, entry.target, hosts, active=False)
             if not self.stop.is_set() and not fault.verify():
                 self.errors.append(fault.error or f"{fault.kind} {fault.id}: not recovered")
         except (FaultError, FaultUnsupported, RemoteError) as exc:
@@ -574,11 +587,13 @@ class ScenarioRun:
         for thread in self.fault_threads:
             thread.join(timeout=1.0 if self.stop.is_set() else None)
         problems = list(self.errors)
-        for _, fault in self.faults:
+        for entry, fault in self.faults:
             try:
                 fault.heal()
             except (FaultError, RemoteError) as exc:
                 problems.append(f"heal failed: {exc}")
+            if fault.injected and fault.healed:
+                self.metrics.fault(fault.kind, entry.group, entry.target, [h.name for h in fault.targets], active=False)
             if self.run_dir is not None and fault.injected:
                 self.run_dir.append_fault(fault.record())
         return problems[0] if problems else None
