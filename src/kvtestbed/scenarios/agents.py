@@ -87,13 +87,28 @@ def _health(agent: AgentHandle) -> bool:
 
 
 def merged(base: Any, changes: Any) -> Any:
-    """`changes` laid over `base`, mapping by mapping (a scenario names only what it changes)."""
+    """`changes` laid over `base`, mapping by mapping (a scenario names only what it changes). A list entry is named
+    by its index (`--set agents.0.config.listeners.1.copies=4` gives {"listeners": {"1": {"copies": 4}}}): that
+    entry is changed and the others kept, so a scenario never restates a listener's endpoint and password."""
     if isinstance(base, dict) and isinstance(changes, dict):
         out = dict(base)
         for key, value in changes.items():
             out[key] = merged(base.get(key), value)
         return out
+    if isinstance(base, list) and isinstance(changes, dict) and changes and all(_index(k) is not None for k in changes):
+        items = list(base)
+        for key, value in changes.items():
+            index = _index(key)
+            if index is None or index >= len(items):
+                raise AgentError(f"config: list entry {key} does not exist (the deployed list has {len(items)})")
+            items[index] = merged(items[index], value)
+        return items
     return changes
+
+
+def _index(key: Any) -> int | None:
+    text = str(key)
+    return int(text) if text.isdigit() else None
 
 
 def _drop_in_dir(agent: AgentHandle) -> str:
@@ -103,7 +118,10 @@ def _drop_in_dir(agent: AgentHandle) -> str:
 def apply_config(agent: AgentHandle, changes: dict[str, Any], remote: Remote) -> None:
     """The deployed config with the scenario's changes, for this run only: written to /run through stdin (its
     passwords never on a command line) and used by a runtime drop-in that points ExecStart at it."""
-    config = merged(agent.deployed, changes)
+    try:
+        config = merged(agent.deployed, changes)
+    except AgentError as exc:
+        raise AgentError(f"agent {agent.name} on {agent.host.name}: {exc}") from None
     if "service" in changes:
         service = config.get("service") or {}
         agent.metrics_host = str(service.get("metrics_host") or agent.host.address)

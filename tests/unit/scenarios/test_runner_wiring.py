@@ -128,3 +128,30 @@ def test_an_agents_scenario_config_is_laid_over_the_deployed_one() -> None:
         "target": {"password": "p"},
     }
     assert with_run_id(["a-{run_id}", 3, {"k": "{run_id}"}], "r") == ["a-r", 3, {"k": "r"}]
+
+
+def test_a_list_entry_is_changed_by_its_index_and_the_others_kept() -> None:
+    import pytest
+
+    from kvtestbed.scenarios.agents import AgentError, merged
+
+    deployed = {"listeners": [{"name": "sync", "endpoint": {"password": "p"}},
+                              {"name": "async", "endpoint": {"password": "p"}}]}  # fmt: skip
+    assert merged(deployed, {"listeners": {"1": {"copies": 4}}}) == {
+        "listeners": [{"name": "sync", "endpoint": {"password": "p"}},
+                      {"name": "async", "endpoint": {"password": "p"}, "copies": 4}]}  # fmt: skip
+    # a whole list given replaces the deployed one, as before
+    assert merged(deployed, {"listeners": []}) == {"listeners": []}
+    with pytest.raises(AgentError, match=r"^config: list entry 2 does not exist \(the deployed list has 2\)$"):
+        merged(deployed, {"listeners": {"2": {"copies": 4}}})
+
+
+def test_observer_listener_copies_expand_under_their_own_names() -> None:
+    from kvagent.service.config import RedisEndpoint
+    from kvagent.workloads.observer.agent import ListenerConfig, ObserverConfig, WriterConfig
+
+    endpoint = RedisEndpoint(host="127.0.0.1", port=6379)
+    config = ObserverConfig(writer=WriterConfig(endpoint=endpoint),
+                            listeners=[ListenerConfig("s", endpoint, "sync"), ListenerConfig("a", endpoint, copies=3)])
+    assert [(lc.name, lc.mode) for lc in config.listeners or []] == [("s", "sync"), ("a", "async"), ("a-2", "async"),
+                                                                     ("a-3", "async")]  # fmt: skip

@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import redis
@@ -53,6 +53,7 @@ from kvagent.service.shell import AgentBase
 from kvagent.workloads.observer.seqtrack import ReadKind, SeqTracker
 
 log = logging.getLogger("kvagent.workloads.observer.agent")
+MAX_LISTENER_COPIES = 256  # one process: each listener is a connection and a reader of its own
 
 
 @dataclass
@@ -88,6 +89,13 @@ class ListenerConfig:
     endpoint: RedisEndpoint
     mode: Literal["sync", "async"] = "async"
     ack: bool = True
+    # this many listeners like this one (names: <name>, <name>-2, ... <name>-N): a scenario sweeps the number of
+    # listeners of one node without restating its endpoint (and password)
+    copies: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.copies <= MAX_LISTENER_COPIES:
+            raise ConfigError(f"listener {self.name}: copies must be 1..{MAX_LISTENER_COPIES}")
 
 
 @dataclass
@@ -107,6 +115,11 @@ class ObserverConfig:
                 ListenerConfig("sync", self.writer.endpoint, "sync"),
                 ListenerConfig("async", self.writer.endpoint, "async"),
             ]
+        self.listeners = [
+            replace(lc, name=lc.name if i == 1 else f"{lc.name}-{i}", copies=1)
+            for lc in self.listeners
+            for i in range(1, lc.copies + 1)
+        ]
         names = [listener.name for listener in self.listeners]
         if len(set(names)) != len(names):
             repeat = next(i for i, name in enumerate(names) if name in names[:i])
