@@ -19,17 +19,25 @@ if ! dpkg-query -W -f='${Status}' valkey-server 2>/dev/null | grep -q 'install o
       "$mirror" > "$backports"
   fi
 fi
+# prometheus for promtool (config, rules and rule tests), without its recommends (exporters are the hosts' business)
+if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'install ok installed'; then
+  missing+=(prometheus)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   pkgs=("${missing[@]/valkey-server/}")
-  apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  pkgs=("${pkgs[@]/prometheus/}")
+  apt-get install -y -qq ${pkgs[*]} >/dev/null
+  if printf '%s\n' "${missing[@]}" | grep -qx prometheus; then
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
   if printf '%s\n' "${missing[@]}" | grep -qx valkey-server; then
     apt-get install -y -qq -t bookworm-backports valkey-server >/dev/null
   fi
 fi
 # Debian's packages start their daemons where systemd runs; tests start their own on free ports.
-for unit in redis-server valkey-server nats-server; do
+for unit in redis-server valkey-server nats-server prometheus; do
   systemctl disable --now "$unit" >/dev/null 2>&1 || true
 done
 echo "install-deps: ok"

@@ -1,0 +1,105 @@
+"""Bad input to the exporters role fails in preflight with one line naming what to fix (no lab needed).
+
+Every case is a host of its own, all on the controller (ansible_connection local); one ansible-playbook run of the
+role with only its preflight tag; the JSON callback tells which task failed on which host and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / ".venv" / "bin"
+
+PLAY = """---
+- name: Exporters as playbooks/monitoring.yml applies them
+  hosts: all
+  roles:
+    - role: exporters
+      exporters_kv_groups: [redis, valkey, redis_cluster, keydb]
+      exporters_sentinel_group: sentinel
+"""
+
+INVENTORY = """---
+all:
+  vars:
+    ansible_connection: local
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+    testbed_subnet: 127.0.0.0/8
+  hosts:
+    no-ports: {ansible_host: 127.0.0.11, redis_kvstore: {engine: redis}}
+    no-settings: {ansible_host: 127.0.0.12}
+    big-port: {ansible_host: 127.0.0.13}
+    clash: {ansible_host: 127.0.0.14, redis_kvstore: {ports: [6379]}, keydb_kvstore: {ports: [6379]}}
+    sentinel-clash: {ansible_host: 127.0.0.15, sentinel_port: 6380, valkey_kvstore: {ports: [6380]}}
+    bad-args: {ansible_host: 127.0.0.16, exporters_redis_extra_args: ["--check-keys=a b"]}
+    keydb-off: {ansible_host: 127.0.0.17, redis_kvstore: {ports: [6379]}, keydb_deploy: false}
+  children:
+    redis: {hosts: {no-ports: , clash: , keydb-off: }}
+    valkey: {hosts: {no-settings: , sentinel-clash: }}
+    redis_cluster:
+      hosts: {big-port: }
+      vars: {redis_cluster_kvstore: {engine: redis, topology: cluster, ports: [7000, 40000]}}
+    keydb: {hosts: {clash: , keydb-off: }}
+    sentinel: {hosts: {sentinel-clash: , keydb-off: }}
+"""
+
+EXPECTED = {
+    "no-ports": "redis_kvstore: no instance ports for group redis",
+    "no-settings": "valkey_kvstore: no instance ports for group valkey",
+    "big-port": "puts the exporter of redis_cluster-40000 (port 70000) on big-port outside 1-65535",
+    "clash": "port 6379 (redis-6379, keydb-6379); port 36379 (exporter of redis-6379, exporter of keydb-6379)",
+    "sentinel-clash": "port 6380 (valkey-6380, sentinel-6380)",
+    "bad-args": "exporters_node_extra_args / exporters_redis_extra_args: --check-keys=a b",
+}
+
+
+def test_bad_input_fails_preflight_in_one_line(tmp_path):
+    (tmp_path / "play.yml").write_text(PLAY)
+    (tmp_path / "hosts.yml").write_text(INVENTORY)
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+    }
+    proc = subprocess.run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            str(tmp_path / "hosts.yml"),
+            str(tmp_path / "play.yml"),
+            "--tags",
+            "exporters_preflight",
+            "-e",
+            f"testbed_secrets_dir={tmp_path / 'secrets'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = json.loads(proc.stdout)
+    failed: dict[str, str] = {}
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            for host, result in task["hosts"].items():
+                if result.get("failed") and host not in failed:
+                    items = [r for r in result.get("results", []) if r.get("failed")]
+                    failed[host] = items[0].get("msg", "") if items else result.get("msg", "")
+    for host, expected in EXPECTED.items():
+        assert host in failed, f"{host}: no failure (expected: {expected})"
+        assert expected in failed[host], f"{host}: {failed[host]!r} does not say {expected!r}"
+        assert "\n" not in failed[host].strip(), f"{host}: not one line: {failed[host]!r}"
+    # a group turned off (keydb_deploy: false, no keydb_kvstore) is skipped, not an error: this host passes every
+    # input check and may fail only because the controller is not a systemd host
+    if "keydb-off" in failed:
+        assert failed["keydb-off"].startswith("host keydb-off: exporters needs Debian"), failed["keydb-off"]
+    # nothing was generated: preflight reads no secret
+    assert not (tmp_path / "secrets").exists()
