@@ -29,6 +29,7 @@ RUN_CONFIG_DIR = "/run/kvtestbed/agents"
 DROP_IN = "kvtestbed-scenario.conf"
 DEFAULT_METRICS_PORT = 9400
 HEALTH_TIMEOUT_S = 60.0
+COLLECT_TIMEOUT_S = 10.0  # an agent's /hdr at the end of a run
 
 
 class AgentError(Exception):
@@ -184,7 +185,7 @@ def start(agent: AgentHandle, remote: Remote) -> None:
 def collect(agent: AgentHandle) -> dict[str, Any] | None:
     """The agent's /hdr payload (summary + encoded histograms), or None when it does not answer."""
     try:
-        with urllib.request.urlopen(f"{agent.url}/hdr", timeout=10) as response:
+        with urllib.request.urlopen(f"{agent.url}/hdr", timeout=COLLECT_TIMEOUT_S) as response:
             payload: dict[str, Any] = json.loads(response.read())
             return payload
     except (OSError, urllib.error.URLError, ValueError):

@@ -514,7 +514,12 @@ class ScenarioRun:
         assert self.run_dir is not None
         for agent in self.agents:
             payload = agent_control.collect(agent)
-            if payload is not None:
+            if payload is None:
+                # a saturated agent (the listeners sweep's 64 subscriptions in one process) answers nothing: its
+                # figures are missing, and the run says so rather than passing on what it could not measure
+                self.errors.append(f"agent {agent.name}: no figures: {agent.url}/hdr did not answer within "
+                                   f"{agent_control.COLLECT_TIMEOUT_S:g} s (saturated or down)")  # fmt: skip
+            else:
                 path = self.run_dir.agents_raw_dir / f"{agent.name}.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(payload, indent=1, sort_keys=True))
