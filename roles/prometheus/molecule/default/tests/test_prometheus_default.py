@@ -29,6 +29,8 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
         f"{ADDRESS}:9410": {"host": "prom-1", "agent": "observer-1", "kind": "observer"},
         f"{ADDRESS}:9430": {"host": "prom-1", "agent": "hotkeys", "kind": "hotkeys"},
     },
+    # the scenario runner's /metrics (prometheus_runner_targets): none in this scenario, an empty file
+    "runner": {},
 }
 
 
