@@ -1,8 +1,11 @@
 """What a running scenario shows Prometheus: the run, its phase, each fault while it is in place, the writers' counts.
 
-`kvt_fault_active{kind,group,target}` is 1 from inject to heal and 0 after: the dashboards' run timeline draws faults
-from it (an annotation on `changes(kvt_fault_active[1m]) > 0`), and the report can read the same series back from
-Prometheus. One registry per run, served by prometheus_client's own HTTP server in a daemon thread; a port already in
+`kvt_fault_active{id,kind,group,target}` is 0 from the run's start (every planned fault), 1 from inject to heal and
+0 after: one series per fault, so the dashboards' annotation `changes(kvt_fault_active[1m]) > 0` marks both the
+inject and the heal (a series born at 1 would show only the heal). The hosts a fault hit are known only at inject:
+`kvt_fault_hosts_info{id,hosts}`. The report can read the same series back from Prometheus.
+
+One registry per run, served by prometheus_client's own HTTP server in a daemon thread; a port already in
 use turns the endpoint off for that run with one line rather than failing the run (two runs at once, say).
 """
 
@@ -30,10 +33,12 @@ class RunnerMetrics:
         r = self.registry
         self.run_info = Gauge("kvt_run_info", "1 while a scenario runs", ["scenario", "run_id"], registry=r)
         self.phase = Gauge("kvt_run_phase", "1 for the phase the run is in", ["phase"], registry=r)
-        self.fault_active = Gauge("kvt_fault_active", "1 while the fault is in place, 0 once healed",
-                                  ["kind", "group", "target", "hosts"], registry=r)  # fmt: skip
+        self.fault_active = Gauge("kvt_fault_active", "1 while the fault is in place, 0 before and once healed",
+                                  ["id", "kind", "group", "target"], registry=r)  # fmt: skip
         self.fault_started = Gauge("kvt_fault_started_timestamp_seconds", "When the fault was injected (unix time)",
-                                   ["kind", "group", "target", "hosts"], registry=r)  # fmt: skip
+                                   ["id", "kind", "group", "target"], registry=r)  # fmt: skip
+        self.fault_hosts = Gauge("kvt_fault_hosts_info", "The hosts a fault hit (known at inject)", ["id", "hosts"],
+                                 registry=r)  # fmt: skip
         self.writer_ops = Gauge("kvt_writer_ops", "The runner's writers' operations so far, by outcome",
                                 ["client", "result"], registry=r)  # fmt: skip
 
@@ -67,11 +72,16 @@ class RunnerMetrics:
             for name in PHASES:
                 self.phase.labels(name).set(1 if name == phase else 0)
 
-    def fault(self, kind: str, group: str, target: str, hosts: list[str], active: bool) -> None:
-        labels = (kind, group, target, ",".join(hosts))
+    def fault_planned(self, fault_id: str, kind: str, group: str, target: str) -> None:
+        """The fault's series at 0 before it is injected."""
+        self.fault_active.labels(fault_id, kind, group, target).set(0)
+
+    def fault(self, fault_id: str, kind: str, group: str, target: str, hosts: list[str], active: bool) -> None:
+        labels = (fault_id, kind, group, target)
         self.fault_active.labels(*labels).set(1 if active else 0)
         if active:
             self.fault_started.labels(*labels).set(time.time())
+            self.fault_hosts.labels(fault_id, ",".join(hosts)).set(1)
 
     def writer_counts(self, client: str, ok: int, fail: int, unknown: int) -> None:
         for result, value in (("ok", ok), ("fail", fail), ("unknown", unknown)):

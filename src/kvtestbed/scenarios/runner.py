@@ -403,6 +403,8 @@ class ScenarioRun:
                 if self.metrics.start():
                     self.metrics.run_started(s.name, run_dir.id)
                     self.metrics.enter_phase("warmup")
+                    for entry, fault in self.faults:
+                        self.metrics.fault_planned(fault.id, fault.kind, entry.group, entry.target)
                 self.versions = self._collect_servers("start")
                 self._start_agents()
                 self._start_writers()
@@ -576,12 +578,12 @@ class ScenarioRun:
             fault.inject()
             hosts = [h.name for h in fault.targets]
             self.event("runner", "fault-injected", {"id": fault.id, "kind": fault.kind, "hosts": hosts})
-            self.metrics.fault(fault.kind, entry.group, entry.target, hosts, active=True)
+            self.metrics.fault(fault.id, fault.kind, entry.group, entry.target, hosts, active=True)
             if entry.for_s:
                 self.stop.wait(max(m0 + entry.at_s + entry.for_s - self.clock(), 0))
             fault.heal()
             self.event("runner", "fault-healed", {"id": fault.id})
-            self.metrics.fault(fault.kind, entry.group, entry.target, hosts, active=False)
+            self.metrics.fault(fault.id, fault.kind, entry.group, entry.target, hosts, active=False)
             if not self.stop.is_set() and not fault.verify():
                 self.errors.append(fault.error or f"{fault.kind} {fault.id}: not recovered")
         except (FaultError, FaultUnsupported, RemoteError) as exc:
@@ -598,7 +600,8 @@ class ScenarioRun:
             except (FaultError, RemoteError) as exc:
                 problems.append(f"heal failed: {exc}")
             if fault.injected and fault.healed:
-                self.metrics.fault(fault.kind, entry.group, entry.target, [h.name for h in fault.targets], active=False)
+                self.metrics.fault(fault.id, fault.kind, entry.group, entry.target, [h.name for h in fault.targets],
+                                   active=False)
             if self.run_dir is not None and fault.injected:
                 self.run_dir.append_fault(fault.record())
         return problems[0] if problems else None

@@ -26,16 +26,19 @@ def test_a_fault_is_active_while_in_place_and_zero_after() -> None:
     assert metrics.start()
     try:
         metrics.run_started("demo", "20261201-000000-demo")
+        metrics.fault_planned("kill-1", "kill", "redis", "primary")
+        assert 'kvt_fault_active{group="redis",id="kill-1",kind="kill",target="primary"} 0.0' in _scrape(port)
         metrics.enter_phase("measure")
-        metrics.fault("kill", "redis", "primary", ["pi-1"], active=True)
+        metrics.fault("kill-1", "kill", "redis", "primary", ["pi-1"], active=True)
         metrics.writer_counts("quorum", ok=10, fail=2, unknown=1)
         text = _scrape(port)
-        assert 'kvt_fault_active{group="redis",hosts="pi-1",kind="kill",target="primary"} 1.0' in text
+        assert 'kvt_fault_active{group="redis",id="kill-1",kind="kill",target="primary"} 1.0' in text
+        assert 'kvt_fault_hosts_info{hosts="pi-1",id="kill-1"} 1.0' in text
         assert 'kvt_run_phase{phase="measure"} 1.0' in text and 'kvt_run_phase{phase="warmup"} 0.0' in text
         assert 'kvt_writer_ops{client="quorum",result="fail"} 2.0' in text
         assert 'kvt_run_info{run_id="20261201-000000-demo",scenario="demo"} 1.0' in text
-        metrics.fault("kill", "redis", "primary", ["pi-1"], active=False)
-        assert 'kvt_fault_active{group="redis",hosts="pi-1",kind="kill",target="primary"} 0.0' in _scrape(port)
+        metrics.fault("kill-1", "kill", "redis", "primary", ["pi-1"], active=False)
+        assert 'kvt_fault_active{group="redis",id="kill-1",kind="kill",target="primary"} 0.0' in _scrape(port)
     finally:
         metrics.stop()
     assert not metrics.serving
@@ -50,7 +53,7 @@ def test_a_taken_port_is_one_line_and_no_endpoint() -> None:
         metrics = RunnerMetrics(port, address="127.0.0.1", say=lines.append)
         assert not metrics.start()
     assert len(lines) == 1 and lines[0].startswith(f"runner metrics: port {port} not available")
-    metrics.fault("kill", "redis", "primary", ["pi-1"], active=True)  # still safe to call: nothing served
+    metrics.fault("kill-1", "kill", "redis", "primary", ["pi-1"], active=True)  # still safe to call: nothing served
 
 
 def test_port_zero_is_off() -> None:
