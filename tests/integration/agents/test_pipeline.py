@@ -159,7 +159,7 @@ def test_a_second_run_on_the_same_stream_counts_only_its_own_events(
 ) -> None:
     """A stream keeps an hour of events: run b's routes must not store run a's. With a durable of their own that
     starts at new events (what the scenarios configure) they never see them; a durable that starts at all sees run
-    a's events and acknowledges them as foreign without storing any."""
+    a's events and, with only_run, acknowledges them as foreign without storing any."""
     stream = {"name": "PIPE_SHARED", "subject": "kvt.pipeline.shared"}
     base = {"nats": {"servers": [nats_server.url]}, "store": redis_server.endpoint(), "stream": stream}
 
@@ -171,8 +171,10 @@ def test_a_second_run_on_the_same_stream_counts_only_its_own_events(
     wait_until(lambda: first.summary()["done"], 30, 0.2, "run a published")
     first.stop()
     new_route = agent("route-new", "b", "route", route={"route": "high", "threshold": -1, "durable": "high-b-new",
-                                                        "deliver": "new", "inactive_threshold_s": 60})
-    all_route = agent("route-all", "b", "route", route={"route": "low", "threshold": 2000, "durable": "low-b-all"})
+                                                        "deliver": "new", "inactive_threshold_s": 60,
+                                                        "only_run": True})
+    all_route = agent("route-all", "b", "route", route={"route": "low", "threshold": 2000, "durable": "low-b-all",
+                                                        "only_run": True})
     agents = [new_route, all_route]
     try:
         for a in agents:

@@ -94,6 +94,9 @@ class RouteSettings:
     deliver: Literal["all", "new"] = "all"
     # the server removes the durable after this long without a client (0: kept until deleted by hand)
     inactive_threshold_s: float = 0.0
+    # store only this run's events (ids "<run_id>:..."), acknowledging others as foreign: a scenario's route must
+    # not count an earlier run's events. Off by default: Locust's events carry its own run id (--kvt-run-id)
+    only_run: bool = False
 
     def __post_init__(self) -> None:
         if self.batch <= 0 or self.fetch_timeout_s <= 0 or self.ack_wait_s <= 0 or self.max_ack_pending <= 0:
@@ -398,7 +401,7 @@ class PipelineRoute(AgentBase):
             except (ValueError, KeyError, TypeError):
                 self.counts["bad"] += 1
                 continue
-            if not event_id.startswith(self._run_prefix):
+            if self.settings.only_run and not event_id.startswith(self._run_prefix):
                 self.counts["foreign"] += 1
                 continue
             if self.settings.takes(amount):
