@@ -6,13 +6,7 @@ role with only its preflight tag; the JSON callback tells which task failed on w
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / ".venv" / "bin"
+from tests.support.ansible_json import run_tagged
 
 PLAY = """---
 - name: Exporters as playbooks/monitoring.yml applies them
@@ -59,33 +53,7 @@ EXPECTED = {
 
 def test_bad_input_fails_preflight_in_one_line(tmp_path):
     (tmp_path / "play.yml").write_text(PLAY)
-    (tmp_path / "hosts.yml").write_text(INVENTORY)
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-    }
-    proc = subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            str(tmp_path / "hosts.yml"),
-            str(tmp_path / "play.yml"),
-            "--tags",
-            "exporters_preflight",
-            "-e",
-            f"testbed_secrets_dir={tmp_path / 'secrets'}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    report = json.loads(proc.stdout)
+    _, report = run_tagged(tmp_path, tmp_path / "play.yml", INVENTORY, "exporters_preflight")
     failed: dict[str, str] = {}
     for play in report["plays"]:
         for task in play["tasks"]:

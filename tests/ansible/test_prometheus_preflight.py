@@ -6,17 +6,13 @@ targets on one address:port. No host is contacted (the inventories' hosts are ne
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.binaries import unavailable
+from tests.support.ansible_json import run_tagged
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 BASE = """---
 all:
@@ -36,43 +32,16 @@ all:
 
 def _preflight(tmp_path: Path, inventory: str) -> tuple[list[str], dict[str, str]]:
     """The plays that ran and {task name: message} of every failed task of a --tags prometheus_preflight run."""
-    playbook = BIN / "ansible-playbook"
-    if not playbook.exists():
-        unavailable("ansible-playbook is not installed in this environment (pip install -e '.[controller]')")
-    (tmp_path / "hosts.yml").write_text(inventory)
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-    }
-    proc = subprocess.run(
-        [
-            str(playbook),
-            "-i",
-            str(tmp_path / "hosts.yml"),
-            str(ROOT / "playbooks" / "monitoring.yml"),
-            "--tags",
-            "prometheus_preflight",
-            "-e",
-            f"testbed_secrets_dir={tmp_path / 'secrets'}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode != 0, proc.stdout[-3000:]
+    returncode, report = run_tagged(tmp_path, ROOT / "playbooks" / "monitoring.yml", inventory,
+                                    "prometheus_preflight")  # fmt: skip
+    assert returncode != 0, json.dumps(report)[-3000:]
     failed = {}
-    for play in json.loads(proc.stdout)["plays"]:
+    for play in report["plays"]:
         for task in play["tasks"]:
             for result in task["hosts"].values():
                 if result.get("failed"):
                     failed[task["task"]["name"]] = result["msg"]
-    return [play["play"]["name"] for play in json.loads(proc.stdout)["plays"]], failed
+    return [play["play"]["name"] for play in report["plays"]], failed
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ import pytest
 
 from kvtestbed.inventory import Inventory
 from kvtestbed.remote import Remotes
+from tests.support.binaries import unavailable
 from tests.support.lab import ROOT, kvtestbed
 
 pytestmark = pytest.mark.bench
@@ -57,7 +58,7 @@ def _lab_is_up() -> Inventory:
     inventory = Inventory.load(INVENTORY)
     with Remotes() as remotes:
         if not all(remotes(h).answers(timeout=5) for h in inventory.group("lab")):
-            pytest.skip("needs the default lab up and deployed (make demo, or make lab-up deploy)")
+            unavailable("needs the default lab up and deployed (make demo, or make lab-up deploy)")
     return inventory
 
 

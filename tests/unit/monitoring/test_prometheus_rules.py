@@ -7,17 +7,16 @@ prometheus_client gives them: <name>_seconds_{bucket,count,sum} for a LatencyMet
 
 from __future__ import annotations
 
-import ast
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.support.binaries import require
+from tests.support.metric_names import Family, exported_series, families_in_source
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES_DIR = ROOT / "roles" / "prometheus" / "files" / "rules"
@@ -63,56 +62,9 @@ def test_a_wrong_expectation_fails_the_rule_test(promtool: str, tmp_path: Path) 
     assert proc.returncode != 0 and "FAILED" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
-# -- the agents' metrics, from their source ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class Family:
-    name: str  # as prometheus_client exposes it, before _bucket/_count/_sum/_total
-    labels: tuple[str, ...]
-    histogram: bool
-
-
-def _strings(node: ast.expr | None) -> tuple[str, ...]:
-    if isinstance(node, (ast.List, ast.Tuple)):
-        return tuple(e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str))
-    return ()
-
-
-def _arg(call: ast.Call, index: int, keyword: str) -> ast.expr | None:
-    for kw in call.keywords:
-        if kw.arg == keyword:
-            return kw.value
-    return call.args[index] if len(call.args) > index else None
-
-
+# -- the agents' metrics, from their source (tests/support/metric_names.py) ---------------------------------------
 def agent_families() -> dict[str, Family]:
-    families: dict[str, Family] = {}
-    for path in sorted(AGENTS.rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        # names built in a loop (f"kvt_streams_{name}") take their suffix from the module's string constants
-        constants = {
-            n.value
-            for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and re.fullmatch(r"[a-z][a-z0-9_]*", n.value)
-        }
-        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
-            func = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", "")
-            if func == "LatencyMetric":
-                name, labels, suffix, histogram = _arg(call, 1, "name"), _arg(call, 3, "labelnames"), "_seconds", True
-            elif func == "Counter":
-                name, labels, suffix, histogram = _arg(call, 0, "name"), _arg(call, 2, "labelnames"), "", False
-            elif func == "CounterMetricFamily":
-                name, labels, suffix, histogram = _arg(call, 0, "name"), _arg(call, 2, "labels"), "", False
-            else:
-                continue
-            if isinstance(name, ast.Constant) and isinstance(name.value, str):
-                names = {name.value}
-            elif isinstance(name, ast.JoinedStr) and isinstance(name.values[0], ast.Constant):
-                names = {f"{name.values[0].value}{c}" for c in constants}
-            else:
-                continue
-            for n in names:
-                families[n + suffix] = Family(n + suffix, _strings(labels), histogram)
-    return families
+    return families_in_source(AGENTS)
 
 
 def recording_rules() -> list[dict[str, str]]:
@@ -145,11 +97,7 @@ def test_every_latency_metric_has_a_rate_and_its_quantiles() -> None:
 
 def test_rules_name_only_metrics_the_agents_export() -> None:
     families = agent_families()
-    series = {
-        f"{f.name}{s}": f
-        for f in families.values()
-        for s in (("_bucket", "_count", "_sum") if f.histogram else ("_total",))
-    }
+    series = exported_series(families.values())
     for rule in recording_rules():
         used = re.findall(r"\b(kvt_[a-z0-9_]+)\[", rule["expr"])
         assert len(used) == 1, rule
