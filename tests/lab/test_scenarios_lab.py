@@ -60,29 +60,27 @@ all:
                       endpoint: {{host: {sc2}, port: 6379, username: agent, password: "{{{{ _redis_agent }}}}"}}}}
                 service: {{metrics_port: 9410}}
             # streams: a bounded requester and two worker agents of one consumer group, all on the Sentinel names
+            # (YAML merge keys: the workers differ only by name and port)
             - name: streams-requester
               kind: streams
               config:
-                redis: {{host: {sc1}, port: 6379, username: agent, password: "{{{{ _redis_agent }}}}"}}
-                sentinel: {{master_name: redis, sentinels: "{{{{ _sentinels }}}}"}}
+                <<: &streams_redis
+                  redis: {{host: {sc1}, port: 6379, username: agent, password: "{{{{ _redis_agent }}}}"}}
+                  sentinel: {{master_name: redis, sentinels: "{{{{ _sentinels }}}}"}}
                 ingress: {{enabled: true, mode: direct, rate: 100, requests: 3000}}
                 worker: {{enabled: false}}
                 service: {{metrics_port: 9403}}
             - name: streams-worker-1
               kind: streams
-              config:
-                redis: {{host: {sc1}, port: 6379, username: agent, password: "{{{{ _redis_agent }}}}"}}
-                sentinel: {{master_name: redis, sentinels: "{{{{ _sentinels }}}}"}}
+              config: &streams_worker
+                <<: *streams_redis
                 ingress: {{enabled: false}}
                 worker: {{enabled: true, consumers: 2, process_ms: 5, claim_idle_ms: 2000}}
                 service: {{metrics_port: 9404}}
             - name: streams-worker-2
               kind: streams
               config:
-                redis: {{host: {sc1}, port: 6379, username: agent, password: "{{{{ _redis_agent }}}}"}}
-                sentinel: {{master_name: redis, sentinels: "{{{{ _sentinels }}}}"}}
-                ingress: {{enabled: false}}
-                worker: {{enabled: true, consumers: 2, process_ms: 5, claim_idle_ms: 2000}}
+                <<: *streams_worker
                 service: {{metrics_port: 9405}}
   vars:
 {lab_vars}
