@@ -82,8 +82,12 @@ class _RespProtocol(asyncio.Protocol):
         if not self.lost.done():
             self.lost.set_result(None)
 
+    @property
+    def closing(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
     def send(self, packed: bytes, waiter: asyncio.Future[Any]) -> None:
-        if self._transport is None or self._transport.is_closing():
+        if self.closing:
             raise ConnectionError("connection is closed")
         self._waiters.append(waiter)
         self._transport.write(packed)
@@ -132,7 +136,8 @@ class RespConnection:
 
     @property
     def closed(self) -> bool:
-        return self._protocol.lost.done()
+        # A closing transport refuses writes before connection_lost resolves `lost` (one loop turn later).
+        return self._protocol.lost.done() or self._protocol.closing
 
     @property
     def lost(self) -> asyncio.Future[None]:

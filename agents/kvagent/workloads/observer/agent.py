@@ -485,10 +485,13 @@ class ObserverAgent(AgentBase):
                         return  # the connection died; the loop below notices and reconnects
                     seq = self._record(state, fut.result(), t_notif, time.time_ns())
                     if seq is not None and acker is not None and not acker.closed:
-                        acker.send(
-                            b"PUBLISH", ack_channel, b"%s:%d" % (cfg.name.encode(), seq)
-                        ).add_done_callback(_retrieve)
-                        state.acks_sent += 1
+                        # The acker may die between the check and the write (its server killed): the ack is
+                        # lost with it, the writer counts it unanswered, and the loop below reconnects.
+                        with contextlib.suppress(ConnectionError):
+                            acker.send(
+                                b"PUBLISH", ack_channel, b"%s:%d" % (cfg.name.encode(), seq)
+                            ).add_done_callback(_retrieve)
+                            state.acks_sent += 1
 
                 def on_push(reply: list[Any], t_notif: int, reader: RespConnection = reader) -> None:
                     state.seq.on_notification()
