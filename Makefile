@@ -7,7 +7,7 @@ INVENTORY ?= inventory/lab
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help deps venv install lint unit ansible-test integration lab-test molecule test demo bench lab-up lab-down lab-status deploy clean
+.PHONY: help deps keydb venv install lint unit ansible-test integration lab-test molecule test demo bench lab-up lab-down lab-status deploy clean
 
 help:
 	@echo "make demo   - venv, install, lab up, deploy, scenarios/demo.yml and its report (needs root)"
@@ -17,6 +17,19 @@ help:
 
 deps:
 	bash tools/install-deps.sh
+
+# KeyDB's binaries for this machine, built once from a release archive into the controller's cache (the same bundle
+# roles/kvstore unpacks on lab hosts of this kind, and the KeyDB the integration tests start). The vendored archive
+# beside the project is used when it is there; KEYDB_ARCHIVE=<path> KEYDB_SHA256=<hex> KEYDB_VERSION=<x.y.z> for another.
+KEYDB_VENDORED := $(abspath $(CURDIR)/../shared/vendor/KeyDB-6.3.4.tar.gz)
+KEYDB_ARCHIVE ?= $(wildcard $(KEYDB_VENDORED))
+KEYDB_VERSION ?= 6.3.4
+KEYDB_SHA256 ?= $(if $(filter $(KEYDB_VENDORED),$(KEYDB_ARCHIVE)),fee57ba95c85108fdd6c970b0c177de328e7969b736b7fdb70b40a6245545191)
+keydb:
+	@if [ -n "$(KEYDB_ARCHIVE)" ]; then \
+	  python3 roles/kvstore/files/keydb_build.py build --archive "$(KEYDB_ARCHIVE)" --version "$(KEYDB_VERSION)" \
+	    --sha256 "$(KEYDB_SHA256)" --out "$${XDG_CACHE_HOME:-$$HOME/.cache}/kvtestbed/keydb"; \
+	else echo "keydb: no KeyDB archive (../shared/vendor/KeyDB-6.3.4.tar.gz or KEYDB_ARCHIVE=...): its tests skip, or fail under CI"; fi
 
 # the agents (agents/, kvagent) and the load generator (loadtests/, kvload) at the versions every host gets
 # (their constraints.txt), then the controller
@@ -53,14 +66,14 @@ molecule: install
 # tests/load imports Locust, which patches its process with gevent: a pytest process of its own.
 # pytest's exit 5 (nothing collected) fails the target like any other non-zero exit: no `-` prefix, no `|| true`
 # (tests/unit/test_layout.py checks it). Under CI=true a missing server binary fails instead of skipping.
-test: deps install
+test: deps install keydb
 	$(MAKE) lint
 	$(BIN)/pytest -q tests/unit tests/ansible tests/integration
 	$(BIN)/pytest -q tests/load
 	WITH_LAB_TESTS=1 bash tools/molecule-all.sh
 
 # the lab, the deploy, then scenarios/demo.yml: ends with its summary table and the path of its report.html
-demo: deps install
+demo: deps install keydb
 	$(BIN)/kvtestbed lab up
 	$(BIN)/kvtestbed deploy
 	$(BIN)/kvtestbed lab status

@@ -5,7 +5,9 @@ set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get)" >&2; exit 2; }
 
 packages=(systemd-container debootstrap nftables iproute2 openssh-client rsync python3-venv
-          redis-server redis-tools nats-server chrony chromium)
+          redis-server redis-tools nats-server chrony chromium
+          # KeyDB is built once on the controller from a release archive (make keydb, roles/kvstore)
+          build-essential autoconf libtool tcl uuid-dev libcurl4-openssl-dev libssl-dev libsystemd-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
 

@@ -18,8 +18,10 @@ from tests.support.servers import (
     SentinelSet,
     TlsFiles,
     build_redis_cluster,
+    keydb_server_binary,
     nats_cluster,
     nats_server_binary,
+    wait_mesh_links,
     wait_replica_in_sync,
 )
 
@@ -28,6 +30,7 @@ VALKEY_BIN = shutil.which("valkey-server") or (
     "/usr/bin/valkey-server" if Path("/usr/bin/valkey-server").exists() else None
 )
 REDIS_CLI = shutil.which("redis-cli")
+KEYDB_BIN = keydb_server_binary()
 
 
 def _need(binary: str | None, what: str) -> str:
@@ -39,14 +42,17 @@ ServerFactory = Callable[..., RedisServer]
 
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
-    """make(engine='redis'|'valkey', password=None, extra=(), tls=None) -> a started server (also on a TLS port
+    """make(engine='redis'|'valkey'|'keydb', password=None, extra=(), tls=None) -> a started server (also on a TLS port
     with `tls`, see make_test_ca); all stopped at teardown."""
     made: list[RedisServer] = []
 
     def make(
         engine: str = "redis", password: str | None = None, extra: tuple[str, ...] = (), tls: TlsFiles | None = None
     ) -> RedisServer:
-        binary = _need(REDIS_BIN if engine == "redis" else VALKEY_BIN, f"{engine}-server")
+        if engine == "keydb":
+            binary = require(KEYDB_BIN, "keydb-server", "make keydb builds it from the vendored KeyDB archive")
+        else:
+            binary = _need(REDIS_BIN if engine == "redis" else VALKEY_BIN, f"{engine}-server")
         server = RedisServer(binary, tmp_path / f"{engine}{len(made)}", password=password, extra=extra, tls=tls)
         made.append(server)
         server.start()
@@ -94,6 +100,28 @@ def valkey_server(server_factory: ServerFactory) -> RedisServer:
 def kv_server(request: pytest.FixtureRequest, server_factory: ServerFactory) -> RedisServer:
     """The same test against redis-server 7.0 and valkey-server 8.0."""
     return server_factory(request.param)
+
+
+@pytest.fixture
+def keydb_mesh(server_factory: ServerFactory) -> Callable[..., list[RedisServer]]:
+    """make(peers=3, extra=()) -> KeyDB peers in an active-replica mesh (multi-master: each replicates from every
+    other), all links up. KeyDB built by `make keydb` (the vendored archive) or on PATH."""
+
+    def make(peers: int = 3, extra: tuple[str, ...] = ()) -> list[RedisServer]:
+        servers = [
+            server_factory("keydb", extra=("--active-replica", "yes", "--multi-master", "yes", *extra))
+            for _ in range(peers)
+        ]
+        for server in servers:
+            with server.client(socket_timeout=2) as c:
+                for peer in servers:
+                    if peer is not server:
+                        c.execute_command("REPLICAOF", peer.host, peer.port)
+        for server in servers:
+            wait_mesh_links(server, peers - 1)
+        return servers
+
+    return make
 
 
 @pytest.fixture

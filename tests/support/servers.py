@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -67,6 +68,17 @@ def nats_server_binary() -> str | None:
     return shutil.which("nats-server") or (
         "/usr/sbin/nats-server" if os.access("/usr/sbin/nats-server", os.X_OK) else None
     )
+
+
+def keydb_server_binary() -> str | None:
+    """keydb-server on PATH, else the one `make keydb` built from the vendored archive into the controller's cache
+    (roles/kvstore/files/keydb_build.py: <cache>/kvtestbed/keydb/keydb-<version>-<release>-<arch>/bin)."""
+    found = shutil.which("keydb-server")
+    if found:
+        return found
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kvtestbed" / "keydb"
+    built = sorted(cache.glob(f"keydb-*-*-{platform.machine()}/bin/keydb-server"))
+    return str(built[-1]) if built and os.access(built[-1], os.X_OK) else None
 
 
 @dataclass
@@ -432,6 +444,20 @@ class SentinelServer(ManagedProcess):
 
     def endpoint(self) -> dict[str, object]:
         return {"host": self.bind, "port": self.port}
+
+
+def wait_mesh_links(peer: RedisServer, links: int, timeout_s: float = 20.0) -> None:
+    """A KeyDB active replica has `links` masters, every link up (INFO replication: master_<i>_link_status)."""
+    deadline = time.monotonic() + timeout_s
+    with peer.client(socket_timeout=1, decode_responses=True) as c:
+        while True:
+            info = c.info("replication")
+            up = [k for k, v in info.items() if k.endswith("link_status") and v == "up"]
+            if len(up) >= links:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"keydb {peer.port}: {len(up)} of {links} replication links up after {timeout_s} s")
+            time.sleep(0.05)
 
 
 def wait_replica_in_sync(replica: RedisServer, timeout_s: float = 15.0) -> None:
