@@ -1,4 +1,5 @@
-"""What every kvtestbed locustfile gets: the common options, the checks before load, the recorder, /hdr, the profile.
+"""What every kvtestbed locustfile gets: the common options, the checks before load, the recorder, /hdr, /metrics, the
+profile.
 
 Imported by kvload.locustfile (and so by master and workers alike). Bad input stops the process with one line on
 stderr and exit status 2 before any user starts: an unknown profile, a negative figure, a target that does not
@@ -20,6 +21,7 @@ from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from kvload.profiles import ProfileError, RateProfile, parse
+from kvload.prometheus import add_metrics_route
 from kvload.stats import recorder
 
 
@@ -187,3 +189,6 @@ def _add_routes(environment: Environment) -> None:
         body = rec.store.as_json()
         body["error"] = getattr(environment, "kvt_last_error", None)
         return jsonify(body)
+
+    # Prometheus's scrape: Locust's figures and the HdrHistograms, behind the same login (basic auth)
+    add_metrics_route(environment)

@@ -70,7 +70,8 @@ def _same(given: str, expected: str) -> bool:
 
 
 def enable(web_ui: WebUI, user: str, password: str, base_path: str = "") -> None:
-    """Protect every page of web_ui (Locust's and ours: they use auth_required_if_enabled) with user/password."""
+    """Protect every page of web_ui (Locust's and ours: they use auth_required_if_enabled) with user/password; /metrics
+    (kvload.prometheus) also takes them as basic auth."""
     app = web_ui.app
     assert app is not None
     if not web_ui.web_login:
@@ -86,17 +87,20 @@ def enable(web_ui: WebUI, user: str, password: str, base_path: str = "") -> None
     def load_user(user_id: str) -> WebUser | None:
         return WebUser(user_id) if _same(user_id, user) else None
 
-    web_ui.login_manager.user_loader(load_user)
-    web_ui.auth_args = {**web_ui.auth_args, "username_password_callback": base_path + LOGIN_PATH}
-
-    @app.route(base_path + LOGIN_PATH, methods=["POST"])
-    def kvt_login() -> Response:
-        given_user = request.form.get("username", "")
-        given_password = request.form.get("password", "")
+    def credentials_ok(given_user: str, given_password: str) -> bool:
         # both compared, always: which one was wrong must not show in the time taken
         user_ok = _same(given_user, user)
         password_ok = _same(given_password, password)
-        if user_ok and password_ok:
+        return user_ok and password_ok
+
+    web_ui.login_manager.user_loader(load_user)
+    web_ui.auth_args = {**web_ui.auth_args, "username_password_callback": base_path + LOGIN_PATH}
+    # the same check for kvload.prometheus's /metrics, which Prometheus reads with basic auth (no login form)
+    web_ui.kvt_credentials_ok = credentials_ok  # type: ignore[attr-defined]
+
+    @app.route(base_path + LOGIN_PATH, methods=["POST"])
+    def kvt_login() -> Response:
+        if credentials_ok(request.form.get("username", ""), request.form.get("password", "")):
             login_user(WebUser(user))
             return redirect(url_for("locust.index"))  # type: ignore[return-value]
         logger.warning("web UI: refused a login from %s", request.remote_addr)
