@@ -21,25 +21,28 @@ if ! dpkg-query -W -f='${Status}' valkey-server 2>/dev/null | grep -q 'install o
       "$mirror" > "$backports"
   fi
 fi
-# prometheus for promtool (config, rules and rule tests), without its recommends (exporters are the hosts' business)
-if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'install ok installed'; then
-  missing+=(prometheus)
-fi
+# prometheus for promtool (config, rules and rule tests) and the redis exporter (the report's dashboards test),
+# without their recommends (the hosts' exporters are the exporters role's business)
+for p in prometheus prometheus-redis-exporter; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   pkgs=("${missing[@]/valkey-server/}")
+  pkgs=("${pkgs[@]/prometheus-redis-exporter/}")
   pkgs=("${pkgs[@]/prometheus/}")
   apt-get install -y -qq ${pkgs[*]} >/dev/null
-  if printf '%s\n' "${missing[@]}" | grep -qx prometheus; then
-    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  norec=$(printf '%s\n' "${missing[@]}" | grep -E '^prometheus(-redis-exporter)?$' || true)
+  if [ -n "$norec" ]; then
+    apt-get install -y -qq --no-install-recommends $norec >/dev/null
   fi
   if printf '%s\n' "${missing[@]}" | grep -qx valkey-server; then
     apt-get install -y -qq -t bookworm-backports valkey-server >/dev/null
   fi
 fi
 # Debian's packages start their daemons where systemd runs; tests start their own on free ports.
-for unit in redis-server valkey-server nats-server prometheus; do
+for unit in redis-server valkey-server nats-server prometheus prometheus-redis-exporter; do
   systemctl disable --now "$unit" >/dev/null 2>&1 || true
 done
 echo "install-deps: ok"

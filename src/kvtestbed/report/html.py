@@ -12,6 +12,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from kvtestbed.report.dashboards import dashboards_section
 from kvtestbed.report.data import (
     RESULTS,
     ClientSeries,
@@ -428,6 +429,7 @@ def render_report(run: RunDir) -> str:
     _consumer_section(page, figures)
     _load_section(page, summary)
     _benchmarks_section(page, summary)
+    dashboards_section(page, run.path, summary, lambda fig: add_context(fig, summary, faults, end_t))
     _files_section(page, run)
     return page.render()
 

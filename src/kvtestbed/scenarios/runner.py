@@ -45,6 +45,7 @@ from kvtestbed.faults.registry import default_secrets_dir
 from kvtestbed.inventory import Host, Inventory, InventoryError
 from kvtestbed.load import engine_tools
 from kvtestbed.load import runner as load_runner
+from kvtestbed.monitoring.capture import capture_run
 from kvtestbed.monitoring.runner_metrics import RunnerMetrics
 from kvtestbed.remote import RemoteError, Remotes
 from kvtestbed.report import write_report
@@ -446,6 +447,8 @@ class ScenarioRun:
                     status, error = "failed", f"checks: {exc}"
         summary = self._summary(started, t0_unix, status, error, phases, clients, servers)
         summary = complete_summary(summary, [dict(slo.__dict__) for slo in s.slo])
+        # the dashboards' queries over the run, for the report (never fails the run; the runner's /metrics still up)
+        summary["monitoring"] = capture_run(self.inventory, run_dir.path, t0_unix, say=self.say)
         for event in sorted(self.timeline, key=lambda e: e["t"]):
             run_dir.append_timeline(event)
         run_dir.write_summary(summary)
