@@ -587,6 +587,8 @@ class ObserverAgent(AgentBase):
             listeners[name] = {
                 **state.seq.counts(),
                 "acks_sent": state.acks_sent,
+                # subscribed and baselined at least once: versions written from now on are all accounted for
+                "subscribed": state.ready.is_set(),
                 "clock_offset_us": None if state.offset_ns is None else round(state.offset_ns / 1000, 1),
                 "notify_latency": self.notify_latency.summary().get(f"listener={name}", {}),
                 "read_latency": self.read_latency.summary().get(f"listener={name}", {}),
@@ -603,6 +605,11 @@ class ObserverAgent(AgentBase):
                 "acks_received": self.acks_received,
                 "acks_unmatched": self.acks_unmatched,
                 "write_latency": self.write_latency.summary().get("", {}),
+                # the round trip per listener that acknowledged, its own process's or another's (seed 003 runs
+                # every listener in a process of its own: their round trips end here, at the writer)
+                "rtt_by_listener": {
+                    label.removeprefix("listener="): stats for label, stats in sorted(self.rtt.summary().items())
+                },
                 **self.writer_tracker.summary(),
             },
             "clock_uncertainty_us": None
