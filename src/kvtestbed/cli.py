@@ -1,4 +1,4 @@
-"""The `kvtestbed` command: lab up|down|status, deploy, agent, load list|run, run, report, fault, heal.
+"""The `kvtestbed` command: lab up|down|status, deploy, agent, load list|run, run, report, fault, heal, urls.
 
 Failures end in one line, never a traceback."""
 
@@ -268,7 +268,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcomes = run_file(Path(args.scenario), options)
     except RunInputError as exc:
         raise CliError(str(exc)) from None
+    if len(outcomes) > 1:
+        _compare_runs([outcome.run_dir for outcome in outcomes])
     return exit_code(outcomes)
+
+
+def _compare_runs(run_dirs: list[Path]) -> None:
+    """A sweep or repeats: the runs side by side, as `kvtestbed report RUN RUN...` would write them."""
+    from kvtestbed.report import ReportError, compare, format_table, main_report
+
+    try:
+        page = main_report(run_dirs, None)
+        print(format_table(compare(run_dirs)))
+    except ReportError as exc:
+        print(f"comparison not written: {exc}", file=sys.stderr)
+        return
+    print(f"comparison: {page}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -284,6 +299,23 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print(f"report: {page}")
     return 0
+
+
+def cmd_urls(args: argparse.Namespace) -> int:
+    """Prometheus, Locust and Grafana: URL and login (never a password), with --check whether each answers."""
+    from kvtestbed.faults.registry import default_secrets_dir
+    from kvtestbed.monitoring.urls import format_lines, probe_all, service_urls
+
+    inventory = _fault_inventory(args)
+    root = project_root()
+    secrets_dir = default_secrets_dir(inventory)
+    if "{{" in str(secrets_dir):  # a testbed_secrets_dir only Ansible can render: the checkout's, as the roles' default
+        secrets_dir = root / "secrets"
+    listing = service_urls(inventory, secrets_dir, root)
+    states = probe_all(listing.endpoints) if args.check else None
+    for line in format_lines(listing, states):
+        print(line)
+    return EXIT_FAILED if states and any(state.startswith("down") for state in states) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -361,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the dead-man heals this long after --for (default 10s)")
     fault.add_argument("--inventory", "-i", default="inventory/lab", help="inventory path (default: the lab)")
     fault.set_defaults(func=cmd_fault)
+
+    urls = sub.add_parser("urls", help="Prometheus, Locust and Grafana: URLs and how to log in (docs/monitoring.md)")
+    urls.add_argument("--inventory", "-i", default="inventory/lab", help="inventory path (default: the lab)")
+    urls.add_argument("--check", action="store_true", help="ask each URL and say up or down (exit 1 if one is down)")
+    urls.set_defaults(func=cmd_urls)
     return parser
 
 

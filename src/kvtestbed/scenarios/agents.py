@@ -43,6 +43,7 @@ class AgentHandle:
     metrics_host: str
     metrics_port: int
     summary: dict[str, Any] = field(default_factory=dict)  # the /hdr summary collected at the end
+    histograms: dict[str, Any] = field(default_factory=dict, repr=False)  # and its encoded HdrHistograms
     deployed: dict[str, Any] = field(default_factory=dict, repr=False)  # the deployed config (holds passwords)
     overridden: bool = False
 
