@@ -104,6 +104,13 @@ def _expiry(agents: AgentSummaries) -> dict[str, Any] | None:
         # events heard, published once, and suppressed as duplicates (by the store's dedup or by JetStream)
         out["per_consumer"] = {name: {key: _num(s, key) for key in ("received", "published", "suppressed")}
                                for name, s in consumers.items()}  # fmt: skip
+        # the same, engine-neutral (a comparison of KeyDB's mesh with Redis's Sentinel set lines these up): the
+        # events heard per key and consumer are the duplicates before deduplication (1 on one Redis node; each
+        # KeyDB active replica expires a key itself, so about one per peer)
+        for key in ("received", "published", "suppressed"):
+            out[key] = sum(_num(s, key) for s in consumers.values())
+        if out["keys"]:
+            out["events_per_key_per_consumer"] = round(out["received"] / (out["keys"] * len(consumers)), 3)
     return out
 
 

@@ -50,6 +50,9 @@ def test_expiry_waits_for_the_generators_final_audit():
     assert (out["keys"], out["lost"], out["duplicated"]) == (3500, 2, 7)
     assert out["per_worker"] == {"w1": 1200, "w2": 2305}
     assert out["per_consumer"]["c1"]["suppressed"] == 3500
+    # engine-neutral totals: one consumer heard each key twice (two peers expired it)
+    assert (out["received"], out["published"], out["suppressed"]) == (7000, 3500, 3500)
+    assert out["events_per_key_per_consumer"] == 2.0
 
 
 def test_streams_counts_unanswered_requests_as_lost_and_waits_for_the_driver():
