@@ -151,7 +151,8 @@ def targets(jobs: dict[str, list[dict[str, Any]]], job: str) -> dict[str, dict[s
 def test_one_file_per_job_named_in_the_config(rendered: Path) -> None:
     config = yaml.safe_load((rendered / "prometheus.yml").read_text())
     jobs = {c["job_name"]: c["file_sd_configs"][0]["files"] for c in config["scrape_configs"]}
-    assert set(jobs) == set(file_sd(rendered)) == {"prometheus", "node", "redis", "sentinel", "agents", "runner"}
+    assert set(jobs) == set(file_sd(rendered)) == {
+        "prometheus", "node", "redis", "sentinel", "agents", "runner", "nats", "locust"}
     for job, files in jobs.items():
         assert files == [str(rendered / "file_sd" / f"{job}.yml")]
     assert not any("static_configs" in c for c in config["scrape_configs"]), "targets listed by hand"
@@ -167,8 +168,10 @@ def test_every_lab_host_has_a_node_target(rendered: Path, inventory: dict[str, A
 def test_every_instance_has_its_exporter_on_port_plus_30000(rendered: Path, inventory: dict[str, Any]) -> None:
     groups, hostvars = inventory["groups"], inventory["hostvars"]
     expected = {}
-    for group in ("redis", "valkey", "redis_cluster"):
+    for group in ("redis", "valkey", "redis_cluster", "keydb"):
         assert groups[group], group
+        if not hostvars[groups[group][0]].get(f"{group}_deploy", True):
+            continue  # KeyDB without an archive (none vendored beside the project): no exporter, no target
         for host in groups[group]:
             settings = hostvars[host][f"{group}_kvstore"]
             for port in settings["ports"]:
@@ -178,8 +181,25 @@ def test_every_instance_has_its_exporter_on_port_plus_30000(rendered: Path, inve
                     "engine": settings["engine"],
                     "instance_port": str(port),
                 }
-    # the lab deploys KeyDB only when given a source archive (keydb_deploy): no exporter, no target
     assert targets(file_sd(rendered), "redis") == expected
+
+
+def test_every_nats_server_has_its_collector_and_the_locust_master_is_scraped_with_its_login(
+    rendered: Path, inventory: dict[str, Any]
+) -> None:
+    hostvars = inventory["hostvars"]
+    jobs = file_sd(rendered)
+    expected = {f"{hostvars[h]['ansible_host']}:7777": h for h in inventory["groups"]["nats"]}
+    assert {t: labels["host"] for t, labels in targets(jobs, "nats").items()} == expected
+    masters = [h for h in inventory["groups"]["loadgen"] if hostvars[h].get("locust_role", "master") == "master"]
+    assert {t: labels["host"] for t, labels in targets(jobs, "locust").items()} == {
+        f"{hostvars[h]['ansible_host']}:8089": h for h in masters}
+    config = yaml.safe_load((rendered / "prometheus.yml").read_text())
+    locust = next(c for c in config["scrape_configs"] if c["job_name"] == "locust")
+    assert locust.get("metrics_path", "/metrics") == "/metrics"
+    assert locust["basic_auth"]["username"] == "admin"
+    assert locust["basic_auth"]["password_file"].endswith("/secrets/locust-web-password")
+    assert "password" not in locust["basic_auth"], "the password itself in prometheus.yml"
 
 
 def test_every_sentinel_has_its_exporter(rendered: Path, inventory: dict[str, Any]) -> None:

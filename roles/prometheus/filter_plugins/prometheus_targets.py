@@ -1,10 +1,12 @@
 """Prometheus's scrape targets, computed from the inventory (the prometheus role's file_sd files).
 
-`hostvars | prometheus_targets(groups, settings)` returns {"jobs": {job: [target group, ...]}, "problems": [line]}.
-A target group is what a file_sd file lists: {"targets": ["address:port"], "labels": {name: value}}, one target
-each, so every target carries its own labels. Problems are one line each (bad input, two targets on one
-address:port); the role's preflight fails on the first. Pure Python over mappings, so it is unit-tested without
-Ansible (tests/unit/monitoring/test_targets.py); under Ansible `hostvars` templates each value as it is read.
+`hostvars | prometheus_targets(groups, settings)` returns {"jobs": {job: [target group, ...]}, "problems": [line],
+"auth": {job: {"username": name}}}. A target group is what a file_sd file lists: {"targets": ["address:port"],
+"labels": {name: value}}, one target each, so every target carries its own labels. "auth" names the user of a job
+scraped behind a login (the Locust master's web UI); its password file is the role's. Problems are one line each
+(bad input, two targets on one address:port); the role's preflight fails on the first. Pure Python over mappings,
+so it is unit-tested without Ansible (tests/unit/monitoring/test_prometheus_targets.py); under Ansible `hostvars`
+templates each value as it is read.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-JOBS = ("prometheus", "node", "redis", "sentinel", "agents", "runner")
+JOBS = ("prometheus", "node", "redis", "sentinel", "agents", "runner", "nats", "locust")
 # the conventions of the exporters role (issue 13): a host var of that role wins over the settings passed here,
 # so the targets follow the exporters wherever an inventory moves them
 NODE_PORT_VAR = "exporters_node_port"
 PORT_OFFSET_VAR = "exporters_redis_port_offset"
-# what the kvstore, sentinel and agents roles (and the agents' ServiceConfig) use when the inventory says nothing
+NATS_PORT_VAR = "exporters_nats_port"
+# what the kvstore, sentinel, agents and locust roles (and the agents' ServiceConfig) use when the inventory says
+# nothing
 KVSTORE_DEFAULT_PORTS = (6379,)
 SENTINEL_DEFAULT_PORT = 26379
 AGENT_DEFAULT_METRICS_PORT = 9400
+LOCUST_DEFAULT_WEB_PORT = 8089
+LOCUST_DEFAULT_WEB_USER = "admin"
 
 
 class _Problem(Exception):
@@ -61,6 +67,7 @@ class _Builder:
         self.settings = settings
         self.jobs: dict[str, list[dict[str, Any]]] = {job: [] for job in JOBS}
         self.problems: list[str] = []
+        self.auth: dict[str, dict[str, str]] = {}
         # address:port -> who claimed it first, for the duplicate check across every job
         self.owners: dict[str, str] = {}
 
@@ -217,6 +224,45 @@ class _Builder:
             port = _port(port_text, f"prometheus_runner_targets {entry!r}")
             self.add("runner", "controller", address, port, {}, "the scenario runner")
 
+    def nats(self) -> None:
+        """The NATS collector (roles/exporters) beside each server of the group, where it listens."""
+        group = str(self.settings.get("nats_group") or "")
+
+        def build(host: str) -> None:
+            port = _port(
+                self.vars_of(host).get(NATS_PORT_VAR, self.settings.get("nats_port", 7777)),
+                f"host {host}: {NATS_PORT_VAR}",
+            )
+            self.add("nats", host, self.address(host), port, {}, f"NATS collector (host {host})")
+
+        self.each_host(self.hosts(group), build)
+
+    def locust(self) -> None:
+        """Each Locust master's /metrics, on its web UI (locust_web_host:locust_web_port) behind the UI's login: a
+        host of the group whose locust_role is master, or says nothing (a worker-only host says so)."""
+        group = str(self.settings.get("locust_group") or "")
+        users: dict[str, str] = {}
+
+        def build(host: str) -> None:
+            hv = self.vars_of(host)
+            if str(hv.get("locust_role") or "master") != "master":
+                return
+            port = _port(
+                hv.get("locust_web_port", self.settings.get("locust_port", LOCUST_DEFAULT_WEB_PORT)),
+                f"host {host}: locust_web_port",
+            )
+            address = str(hv.get("locust_web_host") or self.address(host))
+            self.add("locust", host, address, port, {}, f"Locust master (host {host})")
+            users[host] = str(hv.get("locust_web_user") or LOCUST_DEFAULT_WEB_USER)
+
+        self.each_host(self.hosts(group), build)
+        if len(set(users.values())) > 1:
+            # one job, one login: Prometheus sends the same user to every target of a job
+            named = ", ".join(f"{host}: {user}" for host, user in sorted(users.items()))
+            raise _Problem(f"locust_web_user differs between the Locust masters ({named}); give them one user")
+        if users:
+            self.auth["locust"] = {"username": next(iter(users.values()))}
+
 
 def prometheus_targets(
     hostvars: Mapping[str, Any], groups: Mapping[str, Sequence[str]], settings: Mapping[str, Any]
@@ -226,7 +272,8 @@ def prometheus_targets(
     settings: servers_group (the Prometheus hosts: the `prometheus` job), port, node_group, node_port, kv_groups
     (each host of group G has G_kvstore.ports: one redis exporter per port at port + port_offset), sentinel_group
     (sentinel_port + port_offset), agents_group (agents_instances[].config.service.metrics_port), port_offset,
-    runner_targets (address:port of the scenario runner's /metrics, the controller).
+    runner_targets (address:port of the scenario runner's /metrics, the controller), nats_group and nats_port (the
+    NATS collector beside each server), locust_group and locust_port (each Locust master's web UI, its /metrics).
     """
     builder = _Builder(hostvars, groups, settings)
     for job in JOBS:
@@ -235,7 +282,7 @@ def prometheus_targets(
         except _Problem as problem:
             builder.problems.append(str(problem))
     # one bad host var can spoil several jobs (a port offset: every exporter of the host): say it once
-    return {"jobs": builder.jobs, "problems": list(dict.fromkeys(builder.problems))}
+    return {"jobs": builder.jobs, "problems": list(dict.fromkeys(builder.problems)), "auth": builder.auth}
 
 
 class FilterModule:

@@ -8,8 +8,9 @@
 - every expression (Grafana's variables replaced) is valid PromQL: `promtool check rules` on a temporary rules file
   holding each one as a recording rule;
 - every metric name an expression selects is exported: a recording rule of roles/prometheus, a metric of the
-  agents (agents/kvagent) or of the runner (src/kvtestbed/monitoring), both read from their source, or an
-  exporter's metric listed in dashboards/external-metrics.txt (the lab test checks those against Prometheus).
+  repo's own exporters read from their source (the agents, the runner, the NATS collector, the Locust master:
+  tests/support/metric_names.py EXPORTERS), or a Debian exporter's metric listed in dashboards/external-metrics.txt
+  (the lab test checks those against Prometheus).
 
 Each checker is first shown a planted problem, so a checker that finds nothing cannot pass.
 """
@@ -39,12 +40,12 @@ from tests.support.dashboards import (
     variable_query,
     variables,
 )
-from tests.support.metric_names import exported_series, families_in_source, promql_metric_names
+from tests.support.metric_names import EXPORTERS, exported_series, families_in_source, promql_metric_names
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "roles" / "prometheus" / "files" / "rules" / "kvtestbed.rules.yml"
-AGENTS = ROOT / "agents" / "kvagent"
-RUNNER = ROOT / "src" / "kvtestbed" / "monitoring"
+AGENTS = EXPORTERS["agents"]
+RUNNER = EXPORTERS["runner"]
 EXTERNAL = DASHBOARDS / "external-metrics.txt"
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -278,7 +279,9 @@ def known_metrics() -> set[str]:
     runner = exported_series(families_in_source(RUNNER).values())
     assert len(agents) >= 80 and "kvt_observer_rtt_seconds_bucket" in agents, sorted(agents)  # the scan works
     assert "kvt_fault_active" in runner and "kvt_writer_ops" in runner, sorted(runner)
-    return records | set(agents) | set(runner) | set(external_metrics())
+    own = exported_series(f for root in EXPORTERS.values() for f in families_in_source(root).values())
+    assert "jetstream_consumer_num_pending" in own and "gnatsd_varz_in_msgs" in own  # the NATS collector's
+    return records | set(own) | set(external_metrics())
 
 
 def unknown_metrics(exprs: Iterable[Query], known: set[str]) -> list[str]:

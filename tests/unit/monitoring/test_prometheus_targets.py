@@ -33,11 +33,16 @@ SETTINGS = {
     "sentinel_group": "sentinel",
     "agents_group": "agents",
     "port_offset": 30000,
+    "nats_group": "nats",
+    "nats_port": 7777,
+    "locust_group": "loadgen",
+    "locust_port": 8089,
 }
 
 
 def inventory() -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
-    """A small lab: a Redis set with Sentinels and a Cluster on two Pis, Valkey and the agents on a PC."""
+    """A small lab: a Redis set with Sentinels and a Cluster on two Pis, Valkey and the agents on a PC, NATS on a PC
+    and a Pi, the Locust master on the PC (a Pi of the loadgen group runs workers only)."""
     hostvars: dict[str, dict[str, Any]] = {
         "pi-1": {"ansible_host": "198.18.0.11"},
         "pi-2": {"ansible_host": "198.18.0.12"},
@@ -53,6 +58,8 @@ def inventory() -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
         {"name": "observer-1", "kind": "observer", "config": {"service": {"metrics_port": 9410}}},
         {"name": "hotkeys", "kind": "hotkeys", "config": {"service": {"metrics_port": 9430}}},
     ]
+    hostvars["pc-1"]["locust_role"] = "master"
+    hostvars["pi-1"]["locust_role"] = "worker"
     groups = {
         "all": ["pi-1", "pi-2", "pc-1"],
         "ungrouped": [],
@@ -63,6 +70,8 @@ def inventory() -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
         "valkey": ["pc-1"],
         "agents": ["pc-1"],
         "monitoring": ["pc-1"],
+        "nats": ["pc-1", "pi-2"],
+        "loadgen": ["pc-1", "pi-1"],
     }
     return hostvars, groups
 
@@ -82,7 +91,7 @@ def one_problem(hostvars: dict[str, Any], groups: dict[str, list[str]], **settin
 def test_every_job_from_the_inventory() -> None:
     result = plugin.prometheus_targets(*inventory(), SETTINGS)
     assert result["problems"] == []
-    assert list(result["jobs"]) == ["prometheus", "node", "redis", "sentinel", "agents", "runner"]
+    assert list(result["jobs"]) == ["prometheus", "node", "redis", "sentinel", "agents", "runner", "nats", "locust"]
     assert targets(result, "prometheus") == ["198.18.0.21:9090"]
     assert targets(result, "node") == ["198.18.0.11:9100", "198.18.0.12:9100", "198.18.0.21:9100"]
     # one exporter per instance at its port + 30000; KeyDB is turned off (keydb_deploy: false): no targets
@@ -97,6 +106,10 @@ def test_every_job_from_the_inventory() -> None:
     ]
     assert targets(result, "sentinel") == ["198.18.0.11:56379", "198.18.0.12:56379"]
     assert targets(result, "agents") == ["198.18.0.21:9410", "198.18.0.21:9430"]
+    # the NATS collector beside each server; the Locust master's web UI (pi-1 runs workers only)
+    assert targets(result, "nats") == ["198.18.0.21:7777", "198.18.0.12:7777"]
+    assert targets(result, "locust") == ["198.18.0.21:8089"]
+    assert result["auth"] == {"locust": {"username": "admin"}}
 
 
 def test_labels_name_the_instance_and_are_strings() -> None:
@@ -115,6 +128,8 @@ def test_labels_name_the_instance_and_are_strings() -> None:
         "instance_port": "26379",
     }
     assert result["jobs"]["agents"][0]["labels"] == {"host": "pc-1", "agent": "observer-1", "kind": "observer"}
+    assert result["jobs"]["nats"][1] == {"targets": ["198.18.0.12:7777"], "labels": {"host": "pi-2"}}
+    assert result["jobs"]["locust"] == [{"targets": ["198.18.0.21:8089"], "labels": {"host": "pc-1"}}]
     for job in result["jobs"].values():
         for group in job:
             assert all(isinstance(v, str) for v in group["labels"].values()), group
@@ -241,6 +256,14 @@ def test_no_prometheus_host() -> None:
         (lambda hv: hv["pc-1"].update(exporters_node_port=True), "host pc-1: exporters_node_port: True is not a port"),
         (lambda hv: hv["pc-1"].update(agents_instances={"name": "x"}), "host pc-1: agents_instances must be a list"),
         (
+            lambda hv: hv["pi-2"].update(exporters_nats_port="http"),
+            "host pi-2: exporters_nats_port: 'http' is not a port number",
+        ),
+        (
+            lambda hv: hv["pc-1"].update(locust_web_port=70000),
+            "host pc-1: locust_web_port: 70000 is not a port number (1-65535)",
+        ),
+        (
             lambda hv: hv["pc-1"]["agents_instances"].append({"kind": "observer"}),
             "host pc-1: agents_instances[2] has no name",
         ),
@@ -287,5 +310,47 @@ def test_the_runner_target_is_the_controller_as_given() -> None:
     assert ok["jobs"]["runner"] == [{"targets": ["198.18.0.1:9470"], "labels": {"host": "controller"}}]
     bad = plugin.prometheus_targets(hostvars, groups, {"servers_group": "monitoring", "node_group": "all",
                                                 "runner_targets": ["controller", "198.18.0.1:99999"]})  # fmt: skip
-    assert bad["problems"] == ["prometheus_runner_targets: 'controller' is not address:port",
-                               "prometheus_runner_targets '198.18.0.1:99999': 99999 is not a port number (1-65535)"]
+    assert bad["problems"] == [
+        "prometheus_runner_targets: 'controller' is not address:port",
+        "prometheus_runner_targets '198.18.0.1:99999': 99999 is not a port number (1-65535)",
+    ]
+
+
+def test_nats_and_locust_follow_their_roles_host_vars() -> None:
+    """exporters_nats_port moves the collector's target; locust_web_host and locust_web_port the master's; a
+    loadgen host without locust_role counts as a master (the group is the masters'), a worker-only one does not."""
+    hostvars, groups = inventory()
+    hostvars["pi-2"]["exporters_nats_port"] = 7778
+    hostvars["pc-1"].update(locust_web_host="198.18.1.21", locust_web_port=8090, locust_web_user="ops")
+    groups["loadgen"].append("pi-2")
+    hostvars["pi-2"]["locust_web_user"] = "ops"
+    result = plugin.prometheus_targets(hostvars, groups, SETTINGS)
+    assert result["problems"] == []
+    assert targets(result, "nats") == ["198.18.0.21:7777", "198.18.0.12:7778"]
+    assert targets(result, "locust") == ["198.18.1.21:8090", "198.18.0.12:8089"]
+    assert result["auth"] == {"locust": {"username": "ops"}}
+
+
+def test_locust_masters_with_two_users_are_one_line() -> None:
+    hostvars, groups = inventory()
+    hostvars["pi-2"]["locust_role"] = "master"
+    hostvars["pi-2"]["locust_web_user"] = "ops"
+    groups["loadgen"].append("pi-2")
+    assert one_problem(hostvars, groups) == (
+        "locust_web_user differs between the Locust masters (pc-1: admin, pi-2: ops); give them one user"
+    )
+
+
+def test_no_nats_or_locust_group_gives_no_targets_and_no_login() -> None:
+    result = plugin.prometheus_targets(*inventory(), {**SETTINGS, "nats_group": "", "locust_group": "nobody"})
+    assert result["problems"] == []
+    assert result["jobs"]["nats"] == [] and result["jobs"]["locust"] == [] and result["auth"] == {}
+
+
+def test_a_nats_collector_on_a_taken_port_is_caught() -> None:
+    hostvars, groups = inventory()
+    hostvars["pi-2"]["exporters_nats_port"] = 9100
+    assert one_problem(hostvars, groups) == (
+        "target 198.18.0.12:9100 is claimed twice: node (host pi-2) and NATS collector (host pi-2); "
+        "give one of them another port"
+    )

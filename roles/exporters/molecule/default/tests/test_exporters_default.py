@@ -1,10 +1,12 @@
-"""Exporters on one host with a Redis server and a Sentinel: units, ports, the figures they serve, no password leaks."""
+"""Exporters on one host with a Redis server, a Sentinel and a NATS server: units, ports, the figures they serve, no
+password leaks."""
 
 from __future__ import annotations
 
 import json
 import shlex
 import urllib.request
+from pathlib import Path
 
 from tests.support.molecule_kv import assert_no_secret_on_command_lines, cli, secret
 from tests.support.wait import settle
@@ -15,6 +17,9 @@ SENTINEL_UNIT = "prometheus-redis-exporter@sentinel-26379"
 ENV_DIR = "/etc/kvtestbed/exporters"
 FOREIGN_PORT = 16400
 FOREIGN_LOG = "/tmp/kvt-foreign-target.bin"
+NATS_UNIT = "prometheus-nats-collector"
+NATS_PORT = 7777
+COLLECTOR = Path(__file__).resolve().parents[5] / "agents" / "kvagent" / "exporters" / "nats.py"
 
 
 def metrics(host, port: int) -> str:
@@ -189,14 +194,64 @@ def test_exporter_of_a_gone_instance_was_removed(host):
     assert not host.socket("tcp://36390").is_listening
 
 
+def test_nats_collector_runs_hardened_as_a_user_of_its_own(host):
+    service = host.service(NATS_UNIT)
+    assert service.is_running and service.is_enabled
+    assert host.socket(f"tcp://0.0.0.0:{NATS_PORT}").is_listening
+    props = host.check_output(
+        f"systemctl show {NATS_UNIT} -p DynamicUser -p NoNewPrivileges -p ProtectSystem -p ProtectHome -p PrivateTmp "
+        "-p CapabilityBoundingSet -p Restart -p ExecStart"
+    )
+    for wanted in ("DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+                   "PrivateTmp=yes", "CapabilityBoundingSet=\n", "Restart=always"):  # fmt: skip
+        assert wanted in props + "\n", props
+    # Debian's python3 runs the repo's file, isolated; it reads the server's monitoring port on the host's address
+    address = host.ansible.get_variables()["ansible_host"]
+    assert f"/usr/bin/python3 -I -B /usr/local/lib/kvtestbed-exporters/nats.py --url http://{address}:8222" in props
+    pid = host.check_output(f"systemctl show -p MainPID --value {NATS_UNIT}")
+    uid = host.check_output(f"awk '/^Uid:/ {{print $2}}' /proc/{pid}/status")
+    assert uid.strip() not in ("", "0"), uid
+    script = host.file("/usr/local/lib/kvtestbed-exporters/nats.py")
+    assert (script.user, script.mode) == ("root", 0o644)
+    assert script.content_string == COLLECTOR.read_text()
+    assert host.package("python3-prometheus-client").is_installed
+
+
+def _varz(host) -> dict:
+    address = host.ansible.get_variables()["ansible_host"]
+    return json.loads(host.check_output(f"curl -fsS --max-time 10 http://{address}:8222/varz"))
+
+
+def test_nats_collector_figures_are_the_servers_own(host):
+    """Within one scrape: the server's /varz read before and after each scrape brackets the collector's counters,
+    and its gauges equal them once the two readings agree."""
+
+    def read() -> tuple[dict, str, dict]:
+        before = _varz(host)
+        page = metrics(host, NATS_PORT)
+        return before, page, _varz(host)
+
+    before, page, after = settle(
+        read, lambda r: r[0]["subscriptions"] == r[2]["subscriptions"], timeout_s=30, interval_s=0.5
+    )
+    assert sample(page, "gnatsd_up") == 1
+    assert sample(page, "gnatsd_varz_subscriptions") == before["subscriptions"] == after["subscriptions"] > 0
+    for field in ("in_msgs", "out_msgs", "in_bytes", "total_connections"):
+        assert before[field] <= sample(page, f"gnatsd_varz_{field}") <= after[field], field
+    assert f'server_id="{before["server_id"]}"' in page
+    assert f'gnatsd_varz_version{{server_id="{before["server_id"]}",value="{before["version"]}"}} 1.0' in page
+    assert f'gnatsd_healthz_status_value{{server_id="{before["server_id"]}",value="ok"}} 1.0' in page
+    assert sample(page, "jetstream_server_jetstream_disabled") == 0
+
+
 def test_firewall_lets_the_testbed_subnet_scrape(host):
     """The ports are in the common role's set, and a scrape from the controller (on the testbed subnet, where
     Prometheus would be) gets through the host's firewall."""
     opened = host.check_output("nft list set inet kvtestbed_fw testbed_tcp")
-    for port in (NODE_PORT, 36379, 56379):
+    for port in (NODE_PORT, 36379, 56379, NATS_PORT):
         assert str(port) in opened, opened
     address = host.ansible.get_variables()["ansible_host"]
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # straight to the host, never a proxy
-    for port, metric in ((NODE_PORT, "node_cpu_seconds_total"), (36379, "redis_up 1")):
+    for port, metric in ((NODE_PORT, "node_cpu_seconds_total"), (36379, "redis_up 1"), (NATS_PORT, "gnatsd_up 1")):
         with opener.open(f"http://{address}:{port}/metrics", timeout=10) as response:
             assert metric in response.read().decode(), port

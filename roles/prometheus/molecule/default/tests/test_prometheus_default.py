@@ -5,6 +5,7 @@ the agents' recording rules loaded."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -31,6 +32,8 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
     },
     # the scenario runner's /metrics (prometheus_runner_targets): none in this scenario, an empty file
     "runner": {},
+    "nats": {f"{ADDRESS}:7777": {"host": "prom-1"}},
+    "locust": {f"{ADDRESS}:8090": {"host": "prom-1"}},
 }
 
 
@@ -58,6 +61,19 @@ def test_config_passes_promtool(host):
     config = yaml.safe_load(host.file("/etc/prometheus/prometheus.yml").content_string)
     assert config["global"] == {"scrape_interval": "5s", "evaluation_interval": "5s"}
     assert [c["job_name"] for c in config["scrape_configs"]] == list(EXPECTED)
+
+
+def test_the_locust_job_logs_in_with_a_password_file_only_prometheus_reads(host):
+    config = yaml.safe_load(host.file("/etc/prometheus/prometheus.yml").content_string)
+    locust = next(c for c in config["scrape_configs"] if c["job_name"] == "locust")
+    assert locust["basic_auth"] == {"username": "admin", "password_file": "/etc/prometheus/secrets/locust-web-password"}
+    assert not any("basic_auth" in c for c in config["scrape_configs"] if c["job_name"] != "locust")
+    secret = host.file("/etc/prometheus/secrets/locust-web-password")
+    assert (secret.user, secret.group, secret.mode) == ("root", "prometheus", 0o640)
+    ephemeral = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+    assert secret.content_string.strip() == (ephemeral / "secrets" / "locust-web-password").read_text().strip()
+    # the password is in no file Prometheus serves its config from (the /api/v1/status/config answer)
+    assert secret.content_string.strip() not in json.dumps(api(host, "/api/v1/status/config"))
 
 
 def test_file_sd_lists_the_inventorys_targets_and_nothing_stale(host):
