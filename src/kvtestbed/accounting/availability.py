@@ -5,8 +5,8 @@
 - failover_s: from a fault's t_inject to the first ok op (its t_end) on a node other than the pre-fault primary
   (the node of the client's last ok op before the fault, unless the runner knows it better); failover_to names
   that node. None when the client never succeeded elsewhere.
-  That is the Sentinel writers' definition; a cluster writer's is failover_new_node, a JetStream writer's
-  failover_first_ok_after (FAILOVER_BY_KIND, docs/accounting.md).
+  That is the Sentinel writers' definition; a cluster writer's is failover_new_node, a JetStream writer's and a
+  node writer's failover_first_ok_after (FAILOVER_BY_KIND, docs/accounting.md).
 - servers_failover: the servers' own switches from the timeline (Sentinel's `+switch-master`, the cluster's
   promotions, the stream's new leader), the earliest hearing per switch.
 """
@@ -98,6 +98,7 @@ FAILOVER_BY_KIND: dict[str, FailoverFn] = {
     "sentinel": failover,
     "cluster": failover_new_node,
     "jetstream": failover_first_ok_after,
+    "node": failover_first_ok_after,  # one node, no failover: the time to the first ok op sent after the fault
 }
 
 # The servers' own record of a role change, per source: (event name, the detail field naming the set)

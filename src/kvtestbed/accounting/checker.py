@@ -1,6 +1,9 @@
 """After the heal: read back every key the writers attempted and count, per client, as Jepsen's set checker does.
 
-- acknowledged = ok ops; lost = acknowledged writes whose key is missing or holds another value;
+- acknowledged = ok ops; lost = acknowledged writes whose key is missing, holds a value no op wrote, or holds the
+  value of a write acknowledged before the lost one was sent (a key written once, as by default, is lost whenever it
+  holds another value; a key written again and again - `keys: N` writers - keeps only its last write, and an
+  earlier write that is overwritten by a later one is not lost: the register rule, see superseded());
 - unexpected = fail ops whose value is present (the server said no, yet the write happened);
 - unknown_applied = unknown (indeterminate) ops whose value is present;
 - latency_us: HdrHistogram percentiles of ok ops, from the intended time (the actual send if earlier) to the reply;
@@ -108,13 +111,45 @@ def _in_phase(op: OpRecord, phase: tuple[float, float] | None) -> bool:
     return phase is None or phase[0] <= op.t_intended <= phase[1]
 
 
+def value_index(ops_by_client: Mapping[str, Sequence[OpRecord]]) -> dict[str, tuple[str, OpRecord]]:
+    """value -> (client, op) for every write: the writers' values are unique (`<client>:<nonce>-<seq>`), so a value
+    read back names the one op that wrote it."""
+    return {op.value: (client, op) for client, ops in ops_by_client.items() for op in ops
+            if op.op == "write" and op.value is not None}  # fmt: skip
+
+
+def superseded(write: OpRecord, final: OpRecord | None) -> bool:
+    """Is the acknowledged `write` lost when its key holds `final`'s value (None: missing, or a value no op wrote)?
+
+    Only when `final` cannot come after it: no op at all, or a write acknowledged before `write` was sent. A write
+    that overlaps it or came after it may legally be the last; so may an unknown or failed op, which the server may
+    have applied at any time after it was sent (a paused server runs its queue when it resumes)."""
+    if final is None:
+        return True
+    if final.value == write.value:
+        return False
+    return final.result == "ok" and final.t_end is not None and final.t_end < write.t_start
+
+
 def check_client(
-    ops: Sequence[OpRecord], stored: Mapping[str, str | None], phase: tuple[float, float] | None = None
+    ops: Sequence[OpRecord],
+    stored: Mapping[str, str | None],
+    phase: tuple[float, float] | None = None,
+    index: Mapping[str, tuple[str, OpRecord]] | None = None,
 ) -> dict[str, Any]:
-    """The accounting fields of one client; `stored` holds every written key's value read back (None: missing)."""
+    """The accounting fields of one client; `stored` holds every written key's value read back (None: missing);
+    `index` (value_index) knows the other writers' ops when writers share keys (default: this client's own)."""
     writes = [op for op in ops if op.op == "write"]
     counts = {result: sum(op.result == result for op in writes) for result in ("ok", "fail", "unknown")}
-    lost_keys = [op.key for op in writes if op.result == "ok" and stored.get(op.key) != op.value]
+    own = index if index is not None else value_index({"": writes})
+
+    def final_of(key: str) -> OpRecord | None:
+        value = stored.get(key)
+        found = own.get(value) if value is not None else None
+        return found[1] if found is not None and found[1].key == key else None
+
+    lost_keys = [op.key for op in writes
+                 if op.result == "ok" and stored.get(op.key) != op.value and superseded(op, final_of(op.key))]
     unexpected = sum(op.result == "fail" and stored.get(op.key) == op.value for op in writes)
     unknown_applied = sum(op.result == "unknown" and stored.get(op.key) == op.value for op in writes)
     measured_ok = [op for op in writes if op.result == "ok" and op.t_end is not None and _in_phase(op, phase)]
@@ -144,6 +179,7 @@ def summarize_client(
     phase: tuple[float, float] | None = None,
     faults: Sequence[Mapping[str, Any]] = (),
     failover_fn: FailoverFn = failover,
+    index: Mapping[str, tuple[str, OpRecord]] | None = None,
 ) -> dict[str, Any]:
     """One `clients.<client>` entry of summary.json (schema 1): accounting, unavailability and the failover after
     the first fault (faults.jsonl objects; the runner adds servers_failover from servers_failover()); `failover_fn`
@@ -155,7 +191,7 @@ def summarize_client(
     return {
         "strategy": strategy,
         "target": target,
-        **check_client(ops, stored, phase),
+        **check_client(ops, stored, phase, index),
         "unavailability_s": gap,
         "unavailability_window": list(window) if window else None,
         "failover_s": first.failover_s if first else None,
@@ -170,11 +206,15 @@ def check_run(
     phase: tuple[float, float] | None = None,
     faults: Sequence[Mapping[str, Any]] = (),
     timeout_s: float = 30.0,
+    index: Mapping[str, tuple[str, OpRecord]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Read back every written key from the agreed primary and summarize each client ({client: entry})."""
+    """Read back every written key from the agreed primary and summarize each client ({client: entry}); `index`
+    (value_index over every writer of the run) by default covers these clients."""
     keys = [op.key for ops in ops_by_client.values() for op in ops if op.op == "write"]
     _, stored = read_back_from_primary(target, keys, timeout_s)
+    shared = index if index is not None else value_index(ops_by_client)
     return {
-        client: summarize_client(strategies.get(client, "unknown"), target.describe(), ops, stored, phase, faults)
+        client: summarize_client(strategies.get(client, "unknown"), target.describe(), ops, stored, phase, faults,
+                                 index=shared)  # fmt: skip
         for client, ops in ops_by_client.items()
     }

@@ -1,5 +1,11 @@
 """An open-loop writer: `SET <prefix><client>:<seq> <value>` at a fixed rate, every op in the op log.
 
+Keys: by default every op has a key of its own, `<prefix><client>:<seq>`. With `keys=N` the writer cycles over N
+keys, `<prefix><i>` with i = seq mod N and no client name in them: writers with the same prefix and N write the same
+key sequence, and at the same rate from the same start they write the same key at about the same time - shared keys
+for the conflicts check. Values are `<client>:<nonce>-<seq>`, unique across writers and runs, so a value read back
+names the writer and the op that wrote it.
+
 Pacing as kvload's pacer: op n is intended at start + n/rate; its latency counts from the intended time (from the
 actual send if it left early), and a writer that falls behind sends its overdue ops at once without moving its
 schedule, so a stall shows as the queue it caused (no coordinated omission).
@@ -82,12 +88,16 @@ class Writer:
         max_duration_s: float,
         target: SentinelTarget | None = None,
         listen_sentinels: bool = True,
+        keys: int | None = None,
     ) -> None:
         if rate <= 0 or max_ops <= 0 or max_duration_s <= 0:
             raise AccountingError(f"writer {name}: rate, max_ops and max_duration_s must be positive")
+        if keys is not None and keys <= 0:
+            raise AccountingError(f"writer {name}: keys must be positive")
         self.name = name
         self.strategy = strategy
         self.key_prefix = key_prefix
+        self.keys = keys
         self.rate = rate
         self.t0 = t0
         self.max_ops = max_ops
@@ -123,6 +133,7 @@ class Writer:
         max_ops: int,
         max_duration_s: float,
         listen_sentinels: bool = True,
+        keys: int | None = None,
     ) -> Writer:
         """A writer with a strategy made from its name; the strategy's own events go to this writer's events."""
         relay = _EventRelay(t0)
@@ -138,9 +149,19 @@ class Writer:
             max_duration_s=max_duration_s,
             target=target,
             listen_sentinels=listen_sentinels,
+            keys=keys,
         )
         relay.attach(writer)
         return writer
+
+    def key_of(self, seq: int) -> str:
+        """Op `seq`'s key (module doc)."""
+        if self.keys is not None:
+            return f"{self.key_prefix}{seq % self.keys}"
+        return f"{self.key_prefix}{self.name}:{seq}"
+
+    def value_of(self, seq: int) -> str:
+        return f"{self.name}:{self._nonce}-{seq}"
 
     # --- public API ---
     def add_watch(self, watch: Watch) -> None:
@@ -220,7 +241,6 @@ class Writer:
         interval = 1.0 / self.rate
         start = time.monotonic()
         deadline = start + self.max_duration_s
-        client_key = f"{self.key_prefix}{self.name}:"
         for seq in range(self.max_ops):
             intended = start + seq * interval
             if intended >= deadline:
@@ -230,8 +250,8 @@ class Writer:
                 return
             if self._stop.is_set():
                 return
-            key = f"{client_key}{seq}"
-            value = f"{self._nonce}-{seq}"
+            key = self.key_of(seq)
+            value = self.value_of(seq)
             sent = time.monotonic()
             with self._inflight_lock:
                 self._inflight = (intended - self.t0, sent - self.t0, key, value, None)

@@ -301,7 +301,8 @@ def _loss_section(page: Page, summary: Mapping[str, Any], figures: Mapping[str, 
         for field in ("lost", "unexpected", "unknown_applied", "unknown")
     }
     load = loss_figures(figures)
-    accounting = accounting_rows(summary.get("accounting") or {})
+    # the conflicts check has a section of its own (_conflicts_section)
+    accounting = accounting_rows({k: v for k, v in (summary.get("accounting") or {}).items() if k != "conflicts"})
     if clients:
         page.figure(bars("Acknowledged writes lost, unexpected values, unknown ops", counts, "ops"))
     if accounting:
@@ -312,6 +313,41 @@ def _loss_section(page: Page, summary: Mapping[str, Any], figures: Mapping[str, 
         page.add(table(["load figure", "count"], sorted(load.items())))
     if not clients and not load and not accounting:
         page.note("Nothing in this run counts lost or duplicated events.")
+
+
+CONFLICT_ROWS = (
+    ("keys", "keys written by more than one writer"),
+    ("diverged", "nodes still disagree after the settle"),
+    ("newest_won", "final write is the newest acknowledged one (or overlaps it)"),
+    ("concurrent_won", "… of which it only overlaps the last one"),
+    ("older_won", "final write is older than an acknowledged write sent after it completed"),
+    ("lost", "acknowledged writes newer than the final one: lost"),
+    ("lost_gap_s", "the newest lost write was sent this long after the final one completed (s, largest)"),
+    ("unknown_final", "final value from an unknown or failed op, no op, or missing"),
+    ("unexpected_final", "… of which a failed op's"),
+)
+
+
+def _conflicts_section(page: Page, summary: Mapping[str, Any]) -> None:
+    """The conflicts check (summary.accounting.conflicts): which of the writes of a shared key is final."""
+    conflicts = (summary.get("accounting") or {}).get("conflicts")
+    if not conflicts:
+        return
+    page.heading("Conflicting writes", "conflicts")
+    sets = "; ".join(f"{', '.join(c.get('writers') or [])} on {c.get('group')} ({c.get('key_prefix')}*), read on "
+                     f"{', '.join(c.get('nodes') or [])}: {'converged' if c.get('converged') else 'DIVERGED'} after "
+                     f"{c.get('settle_s')} s" for c in conflicts.get("sets") or [])  # fmt: skip
+    page.note("Keys written by several writers, read on every node after the heal; the final write is the one whose "
+              f"value the nodes hold, newest or older by the writers' own clock (real-time order). {sets}")
+    rows = [(f"accounting.conflicts.{name}", what, conflicts.get(name)) for name, what in CONFLICT_ROWS]
+    page.add(table(["figure", "what", "keys / writes / s"], rows, numeric_from=2))
+    won, lost_of = conflicts.get("won") or {}, conflicts.get("lost_of") or {}
+    if won:
+        page.add(table(["writer", "final writes (won)", "its acknowledged writes lost"],
+                       [(w, won.get(w), lost_of.get(w)) for w in sorted(set(won) | set(lost_of))]))  # fmt: skip
+    for label, key in (("older write won", "older_won_sample"), ("diverged", "diverged_sample")):
+        if conflicts.get(key):
+            page.add(f"<p><b>{esc(label)}, sample keys</b>: {esc(', '.join(conflicts[key]))}</p>")
 
 
 def _consumer_section(page: Page, figures: Mapping[str, float]) -> None:
@@ -426,6 +462,7 @@ def render_report(run: RunDir) -> str:
         page.figure(cdf_plot(series))
     _failover_section(page, summary, timeline, end_t)
     _loss_section(page, summary, figures)
+    _conflicts_section(page, summary)
     _consumer_section(page, figures)
     _load_section(page, summary)
     _benchmarks_section(page, summary)

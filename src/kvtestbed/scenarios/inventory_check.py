@@ -109,6 +109,9 @@ def check_against(scenario: Scenario, inventory_groups: Mapping[str, list[str]],
         if engine not in _KV_ENGINES:
             raise fail(path, f"group {writer.group!r} runs {engine or 'no key-value store'}; writers need redis, "
                              "valkey or keydb (or strategy jetstream for NATS)")
+        if writer.host is not None and writer.host not in inventory.hosts(writer.group):
+            raise fail(("writers", i, "host"), f"host {writer.host!r} is not in group {writer.group!r} "
+                                               f"({', '.join(inventory.hosts(writer.group))})")
         cluster = inventory.topology(writer.group) == "cluster"
         if cluster != (writer.strategy == "cluster"):
             raise fail(strategy_path, f"group {writer.group!r} is {'a' if cluster else 'not a'} Cluster: "

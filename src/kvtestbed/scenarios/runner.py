@@ -28,15 +28,24 @@ from typing import Any, TextIO
 
 from kvtestbed.accounting import (
     AccountingError,
+    GroupRead,
+    NodeSet,
+    NodeTarget,
     OpLog,
+    OpRecord,
     SentinelTarget,
     Writer,
     agreed_primary,
+    check_conflicts,
     check_run_any,
+    check_run_nodes,
     ensure_stream,
     kind_of,
     make_writer,
+    merge_conflicts,
+    read_group,
     read_ops,
+    value_index,
 )
 from kvtestbed.accounting.agents import account_agents, drain_state
 from kvtestbed.accounting.availability import compare_failover, servers_failover
@@ -53,6 +62,7 @@ from kvtestbed.results.store import RunDir
 from kvtestbed.results.summary import complete_summary
 from kvtestbed.scenarios import Scenario, ScenarioError, check_against, load_scenario
 from kvtestbed.scenarios import agents as agent_control
+from kvtestbed.scenarios.observer_figures import ObserverPayload, observer_figures
 from kvtestbed.scenarios.wiring import (
     WiringError,
     cluster_target,
@@ -61,6 +71,8 @@ from kvtestbed.scenarios.wiring import (
     host_of,
     jetstream_target,
     load_target,
+    node_set,
+    node_target,
     sentinel_target,
 )
 
@@ -146,7 +158,10 @@ class ScenarioRun:
         self.faults: list[tuple[Any, Fault]] = []
         self.fault_threads: list[threading.Thread] = []
         self.writers: dict[str, Writer] = {}
-        self.targets: dict[str, Any] = {}  # writer -> SentinelTarget | ClusterTarget | JetStreamTarget
+        self.targets: dict[str, Any] = {}  # writer -> SentinelTarget | ClusterTarget | JetStreamTarget | NodeTarget
+        self.node_sets: dict[str, NodeSet] = {}  # group -> its every node, for the read on every node after the heal
+        self.group_reads: dict[str, GroupRead] = {}  # one settled read per group, shared by the checks that need it
+        self.conflicts: dict[str, Any] = {}  # the conflicts check's figures (summary.json accounting.conflicts)
         self.agents: list[agent_control.AgentHandle] = []
         self.timeline: list[dict[str, Any]] = []
         self.errors: list[str] = []
@@ -197,11 +212,20 @@ class ScenarioRun:
                     target: Any = cluster_target(self.inventory, writer.group, self.secrets_dir)
                 elif writer.strategy == "jetstream":
                     target = jetstream_target(self.inventory, writer.group, self.secrets_dir, writer.name, run_tag)
+                elif writer.strategy == "node":
+                    target = node_target(self.inventory, writer.group, str(writer.host), self.secrets_dir)
+                    self.node_sets[writer.group] = target.nodes
                 else:
                     target = sentinel_target(self.inventory, writer.group, self.secrets_dir)
                 self.targets[writer.name] = target
             except (WiringError, AccountingError, InventoryError) as exc:
                 raise RunInputError(f"{s.source}: writers {writer.name}: {exc}") from None
+        if "conflicts" in s.checks:
+            for group, _, _ in s.key_sharing():
+                try:
+                    self.node_sets.setdefault(group, node_set(self.inventory, group, self.secrets_dir))
+                except (WiringError, AccountingError, InventoryError) as exc:
+                    raise RunInputError(f"{s.source}: checks conflicts: {exc}") from None
         if s.load is not None:
             self._prepare_load()
         for index, entry in enumerate(s.benchmarks):
@@ -529,6 +553,7 @@ class ScenarioRun:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(payload, indent=1, sort_keys=True))
                 agent.summary = payload.get("summary") or {}
+                agent.histograms = payload.get("histograms") or {}
             for problem in (agent_control.stop(agent, self.remotes(agent.host)),
                             agent_control.remove_config(agent, self.remotes(agent.host))):  # fmt: skip
                 if problem:
@@ -548,6 +573,7 @@ class ScenarioRun:
                 OpLog(self.run_dir.ops_path(spec.name)), t0=self.t0,
                 max_ops=int(spec.rate * bound_s) + 1, max_duration_s=bound_s,
                 watch_servers=spec.group not in watched,  # one watcher of the servers' role changes per group
+                keys=spec.keys,
             )  # fmt: skip
             watched.add(spec.group)
             self.writers[spec.name] = writer
@@ -618,18 +644,29 @@ class ScenarioRun:
         records = [fault.record() for _, fault in self.faults if fault.injected]
         clients: dict[str, Any] = {}
         switches = servers_failover(self.timeline)
-        # writers that share a target are read back together (one stream per JetStream writer: alone)
+        # writers that share a target are read back together (one stream per JetStream writer: alone); the node
+        # writers of a group too, from one read of every node
         by_target: dict[str, list[str]] = {}
         for w in self.scenario.writers:
-            by_target.setdefault(self.targets[w.name].describe(), []).append(w.name)
+            target = self.targets[w.name]
+            by_target.setdefault(f"nodes:{w.group}" if isinstance(target, NodeTarget) else target.describe(),
+                                 []).append(w.name)  # fmt: skip
+        all_ops = {w.name: read_ops(self.run_dir.ops_path(w.name)) for w in self.scenario.writers}
+        index = value_index(all_ops)  # writers sharing keys see each other's writes in the read-back
         for names in by_target.values():
             target = self.targets[names[0]]
             sentinel = isinstance(target, SentinelTarget)
             if sentinel:
                 agreed_primary(target, timeout_s=SETTLE_TIMEOUT_S)
-            ops = {name: read_ops(self.run_dir.ops_path(name)) for name in names}
+            ops = {name: all_ops[name] for name in names}
             strategies = {w.name: w.strategy for w in self.scenario.writers if w.name in names}
-            clients.update(check_run_any(ops, strategies, target, measure, records, timeout_s=SETTLE_TIMEOUT_S))
+            if isinstance(target, NodeTarget):
+                read = self._group_read(target.nodes.group, all_ops)
+                clients.update(check_run_nodes(ops, {n: self.targets[n] for n in names}, read, measure, records,
+                                               index))  # fmt: skip
+            else:
+                clients.update(check_run_any(ops, strategies, target, measure, records, timeout_s=SETTLE_TIMEOUT_S,
+                                             index=index))  # fmt: skip
             for name in names:
                 if records and records[0].get("t_inject") is not None:
                     both = compare_failover(ops[name], float(records[0]["t_inject"]), switches,
@@ -638,7 +675,30 @@ class ScenarioRun:
             if sentinel:
                 group = next(w.group for w in self.scenario.writers if w.name == names[0])
                 self.event("runner", "primary", {"group": group, "host": self.primary_of(group)})
+        if "conflicts" in self.scenario.checks:
+            self.conflicts = self._check_conflicts(all_ops)
         return clients, switches
+
+    def _group_read(self, group: str, all_ops: dict[str, list[OpRecord]]) -> GroupRead:
+        """Every key the group's writers wrote, on every node of the group once they agree (bounded); read once."""
+        if group not in self.group_reads:
+            keys = [op.key for w in self.scenario.writers if w.group == group for op in all_ops[w.name]
+                    if op.op == "write"]  # fmt: skip
+            self.group_reads[group] = read_group(self.node_sets[group], keys, timeout_s=SETTLE_TIMEOUT_S)
+        return self.group_reads[group]
+
+    def _check_conflicts(self, all_ops: dict[str, list[OpRecord]]) -> dict[str, Any]:
+        """The conflicts check (accounting.conflicts) over each set of writers sharing keys."""
+        parts = []
+        for group, prefix, names in self.scenario.key_sharing():
+            read = self._group_read(group, all_ops)
+            part = check_conflicts({name: all_ops[name] for name in names}, read.values)
+            part.update(group=group, key_prefix=prefix, writers=list(names), nodes=read.nodes,
+                        converged=read.converged, settle_s=read.settle_s)  # fmt: skip
+            parts.append(part)
+            self.event("runner", "conflicts-checked", {"group": group, "keys": part["keys"],
+                                                       "diverged": part["diverged"], "converged": read.converged})
+        return merge_conflicts(parts)
 
     def _summary(self, started: datetime, t0_unix: float, status: str, error: str | None,
                  phases: dict[str, list[float]], clients: dict[str, Any],
@@ -651,8 +711,15 @@ class ScenarioRun:
         for agent in self.agents:
             load.update(agent_control.numeric_leaves(agent.summary, f"agents.{agent.name}"))
         kinds = {a.name: a.kind for a in s.agents}
+        changes = {a.name: a.config for a in s.agents}
+        load.update(observer_figures(
+            ObserverPayload(a.summary, a.histograms, agent_control.merged(a.deployed, changes.get(a.name) or {}))
+            for a in self.agents if kinds.get(a.name) == "observer" and a.summary
+        ))
         accounting = (account_agents({a.name: (kinds.get(a.name, ""), a.summary) for a in self.agents})
                       if "agents" in s.checks else {})  # fmt: skip
+        if self.conflicts:
+            accounting["conflicts"] = self.conflicts
         hosts = {}
         for name in sorted({h.name for g in s.groups_used() for h in self.inventory.group(g)}):
             host = self.inventory.host(name)
@@ -720,6 +787,11 @@ def summary_table(summary: dict[str, Any]) -> str:
         p99 = (c.get("latency_us") or {}).get("p99")
         lines.append(f"  {name:<20} {c.get('strategy', ''):<9} {c['ok']:>7} {c['fail']:>6} {c['unknown']:>7} "
                      f"{c['lost']:>6} {c['unavailability_s']:>9.2f} {failover:>10} {p99 if p99 else '-':>8}")
+    conflicts = (summary.get("accounting") or {}).get("conflicts")
+    if conflicts:
+        lines.append(f"  conflicts: {conflicts['keys']} shared keys, {conflicts['diverged']} diverged, newest won "
+                     f"{conflicts['newest_won']}, older won {conflicts['older_won']} ({conflicts['lost']} newer "
+                     f"writes lost), unknown final {conflicts['unknown_final']}")  # fmt: skip
     for slo in summary.get("slo", []):
         value = "n/a" if slo.get("value") is None else f"{slo['value']:g}"
         mark = "ok" if slo["ok"] else "VIOLATED"

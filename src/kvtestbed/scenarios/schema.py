@@ -12,7 +12,7 @@ FREE: Final = "free"  # a mapping whose keys the scenario file chooses (agents' 
 SWEEP: Final = "sweep"  # sweep: {<dotted path>: [values]}: the rest of a path is ONE key
 
 WRITER_FIELDS: Final = {"name": SCALAR, "group": SCALAR, "strategy": SCALAR, "rate": SCALAR,
-                        "key_prefix": SCALAR, "value_size": SCALAR}
+                        "key_prefix": SCALAR, "value_size": SCALAR, "host": SCALAR, "keys": SCALAR}
 AGENT_FIELDS: Final = {"name": SCALAR, "kind": SCALAR, "host": SCALAR, "config": FREE}
 LOAD_FIELDS: Final = {"users": [SCALAR], "count": SCALAR, "rate": SCALAR, "spawn_rate": SCALAR, "target": SCALAR,
                       "processes": SCALAR, "options": FREE}
@@ -45,7 +45,13 @@ SCENARIO_FIELDS: Final[dict[str, Any]] = {
 
 ENGINES: Final = ("redis", "valkey", "keydb", "nats")
 TOPOLOGIES: Final = ("standalone", "replication", "cluster", "mesh")  # roles/kvstore: kvstore_topology
-STRATEGIES: Final = ("redis-py", "quorum", "cluster", "jetstream")
+STRATEGIES: Final = ("redis-py", "quorum", "cluster", "jetstream", "node")
+NODE_STRATEGY: Final = "node"  # writes to the one host the writer names (`host`), no failover
+# strategies whose writers cannot share keys with others: a JetStream writer publishes messages to a stream of its own
+STRATEGIES_WITHOUT_KEYS: Final = frozenset({"jetstream"})
+# strategies whose keys live on every node of the group, so that the conflicts check can read them on each
+STRATEGIES_ON_EVERY_NODE: Final = frozenset({"redis-py", "quorum", "node"})
+MAX_WRITER_KEYS: Final = 10_000_000
 AGENT_KINDS: Final = ("observer", "expiry", "streams", "pipeline", "hotkeys")
 
 FAULT_KINDS: Final = ("kill", "stop", "pause", "partition", "shape", "netem", "reboot", "clock")
@@ -76,11 +82,14 @@ CHECKS: Final[dict[str, str]] = {
     "read-back": "the same read-back on every server of each writer's group, per node (replicas caught up)",
     "servers-agree": "every server of each used group agrees on one primary and its replicas follow it",
     "agents": "the agents' own loss and duplicate counters (expiry dedup, streams, pipeline) after they drain",
+    "conflicts": "keys written by several writers (same group, key_prefix and keys), read on every node after the "
+                 "heal: which write is final, and was it the newest (accounting.conflicts.*)",
 }
-CHECKS_NEEDING_WRITERS: Final = frozenset({"lost-writes", "read-back"})
+CHECKS_NEEDING_WRITERS: Final = frozenset({"lost-writes", "read-back", "conflicts"})
 # figure sections a scenario produces only with the right parts (summary.json top-level keys of the same name)
 FIGURE_SECTIONS: Final[dict[str, str]] = {
-    "accounting": "the agents check's loss and duplicate counts per workload: accounting.<expiry|streams|pipeline>.*",
+    "accounting": "the agents check's loss and duplicate counts per workload: accounting.<expiry|streams|pipeline>.*;"
+                  " the conflicts check's accounting.conflicts.*",
     "benchmarks": "the engines' own tools: benchmarks.<name>.<test>.<rps|avg_us|p50_us|p95_us|p99_us|max_us>",
 }
 
@@ -89,6 +98,10 @@ CLIENT_FIGURES: Final = ("attempted", "ok", "fail", "unknown", "lost", "unexpect
                          "unavailability_s", "failover_s", "ops_per_s",
                          "latency_us.p50", "latency_us.p90", "latency_us.p99", "latency_us.p99.9", "latency_us.max")
 RUN_FIGURES: Final = ("faults.count", "run.duration_s")
+CONFLICTS_SECTION: Final = "conflicts"  # accounting.conflicts.<figure>: the conflicts check's, not the agents'
+CONFLICT_FIGURES: Final = ("keys", "diverged", "newest_won", "concurrent_won", "older_won", "lost", "unknown_final",
+                           "unexpected_final", "lost_gap_s")
+CONFLICT_FIGURES_PER_WRITER: Final = ("won", "lost_of")  # accounting.conflicts.won.<writer>
 SLO_OPS: Final = ("<=", ">=", "==", "<", ">")  # two-character ones first: the string form is split on them
 
 MAX_WRITER_RATE: Final = 5000.0  # ops/s per writer: the controller is one Python process beside the lab

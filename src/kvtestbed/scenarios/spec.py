@@ -56,11 +56,21 @@ class Writer:
     name: str
     group: str  # the key-value group it writes to
     # redis-py (redis-py's Sentinel client: first valid answer) | quorum (majority of Sentinels) for a replication
-    # set; cluster (slot map, MOVED/ASK) for a Redis Cluster group; jetstream (acknowledged publishes) for a nats group
+    # set; cluster (slot map, MOVED/ASK) for a Redis Cluster group; jetstream (acknowledged publishes) for a nats
+    # group; node (the one host named in `host`, no failover) for any other key-value group
     strategy: str
     rate: float  # ops/s, open loop, 0 < rate <= schema.MAX_WRITER_RATE
     key_prefix: str  # default kvt:acct:<name>
     value_size: int  # bytes, default 64
+    host: str | None = None  # strategy node: the host of the group it writes to (required there, refused elsewhere)
+    # cycle over this many keys <key_prefix><i>, shared with the writers of the same group and prefix; None: a key
+    # of its own per op, <key_prefix><name>:<seq>
+    keys: int | None = None
+
+    def shares_keys_with(self, other: Writer) -> bool:
+        """Both write the same key sequence: one group, one prefix, `keys` set (and equal, which _writers checks)."""
+        return (self.keys is not None and other.keys is not None and self.group == other.group
+                and self.key_prefix == other.key_prefix)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,15 @@ class Scenario:
             found[self.load.target] = None
         return tuple(found)
 
+    def key_sharing(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        """(group, key_prefix, writer names) of every set of two writers or more that write the same keys: what the
+        conflicts check compares."""
+        sets: dict[tuple[str, str], list[str]] = {}
+        for writer in self.writers:
+            if writer.keys is not None:
+                sets.setdefault((writer.group, writer.key_prefix), []).append(writer.name)
+        return tuple((group, prefix, tuple(names)) for (group, prefix), names in sets.items() if len(names) > 1)
+
     def to_yaml(self) -> str:
         """The scenario as run, for results/<run>/scenario.yml."""
         return yaml.safe_dump(self.document, sort_keys=False, allow_unicode=True)
@@ -176,7 +195,8 @@ def parse_scenario(document: dict[str, Any], source: str, overrides: dict[str, A
         load=_load(document.get("load"), warmup_s + duration_s),
         faults=parse_faults(document.get("faults"), duration_s),
         checks=(checks := _checks(document.get("checks"), writers, agents)),
-        slo=parse_slos(document.get("slo"), writer_names, _figure_sections(checks, benchmarks)),
+        slo=_check_accounting_slos(parse_slos(document.get("slo"), writer_names, _figure_sections(checks, benchmarks)),
+                                   checks, writer_names),
         benchmarks=benchmarks,
         source=source,
         overrides=dict(overrides or {}),
@@ -186,9 +206,36 @@ def parse_scenario(document: dict[str, Any], source: str, overrides: dict[str, A
 
 
 def _figure_sections(checks: tuple[str, ...], benchmarks: tuple[Benchmark, ...]) -> dict[str, str | None]:
-    """Which optional figure sections this scenario produces (None), or why not (slo.check_figure)."""
-    return {"accounting": None if "agents" in checks else "add 'agents' to checks (the agents' own accounting)",
+    """Which optional figure sections this scenario produces (None), or why not (slo.check_figure). Two checks
+    fill `accounting` (agents, conflicts): which one a figure needs is checked by _check_accounting_slos."""
+    return {"accounting": None,
             "benchmarks": None if benchmarks else "the scenario has no benchmarks (the engines' own tools)"}
+
+
+def _check_accounting_slos(slos: tuple[Slo, ...], checks: tuple[str, ...], writer_names: tuple[str, ...]
+                           ) -> tuple[Slo, ...]:
+    """accounting.conflicts.* needs the conflicts check and names one of its figures; any other accounting.* the
+    agents check."""
+    prefix = f"accounting.{schema.CONFLICTS_SECTION}."
+    for i, slo in enumerate(slos):
+        if not slo.figure.startswith("accounting."):
+            continue
+        if not slo.figure.startswith(prefix):
+            if "agents" not in checks:
+                raise FieldError(("slo", i), f"figure {slo.figure!r}: add 'agents' to checks (the agents' own "
+                                             "accounting)")
+            continue
+        if "conflicts" not in checks:
+            raise FieldError(("slo", i), f"figure {slo.figure!r}: add 'conflicts' to checks")
+        figure, _, writer = slo.figure.removeprefix(prefix).partition(".")
+        if figure in schema.CONFLICT_FIGURES_PER_WRITER and writer in writer_names:
+            continue
+        if figure in schema.CONFLICT_FIGURES and not writer:
+            continue
+        known = ", ".join((*schema.CONFLICT_FIGURES, *(f"{name}.<writer>" for name in
+                                                       schema.CONFLICT_FIGURES_PER_WRITER)))  # fmt: skip
+        raise FieldError(("slo", i), f"unknown figure {slo.figure!r}: the conflicts check gives {known}")
+    return slos
 
 
 def _duration(document: dict[str, Any]) -> float:
@@ -239,16 +286,49 @@ def _writers(raw: Any) -> tuple[Writer, ...]:
             raise FieldError((*path, "rate"), "required: operations per second")
         if not 0 < rate <= schema.MAX_WRITER_RATE:
             raise FieldError((*path, "rate"), f"{rate:g} ops/s: must be > 0 and <= {schema.MAX_WRITER_RATE:g}")
+        strategy = choice(entry.get("strategy"), (*path, "strategy"), schema.STRATEGIES, "strategy")
         writers.append(Writer(
             name=writer_name,
             group=_group(entry.get("group"), (*path, "group")),
-            strategy=choice(entry.get("strategy"), (*path, "strategy"), schema.STRATEGIES, "strategy"),
+            strategy=strategy,
             rate=rate,
             key_prefix=text(entry.get("key_prefix", f"kvt:acct:{writer_name}"), (*path, "key_prefix")),
             value_size=integer(entry.get("value_size", 64), (*path, "value_size"), minimum=1, maximum=1 << 20),
+            host=_writer_host(entry.get("host"), strategy, path),
+            keys=_writer_keys(entry.get("keys"), strategy, path),
         ))
     _unique([w.name for w in writers], "writers")
+    _same_keys(writers)
     return tuple(writers)
+
+
+def _writer_host(raw: Any, strategy: str, path: FieldPath) -> str | None:
+    if strategy != schema.NODE_STRATEGY:
+        if raw is not None:
+            raise FieldError((*path, "host"), f"only for strategy node (a {strategy} writer finds its node itself)")
+        return None
+    if raw is None or raw == "":
+        raise FieldError((*path, "host"), "required with strategy node: the host of the group it writes to")
+    return text(raw, (*path, "host"))
+
+
+def _writer_keys(raw: Any, strategy: str, path: FieldPath) -> int | None:
+    if raw is None:
+        return None
+    if strategy in schema.STRATEGIES_WITHOUT_KEYS:
+        raise FieldError((*path, "keys"), f"a {strategy} writer publishes messages of its own: it has no keys to "
+                                          "share")  # fmt: skip
+    return integer(raw, (*path, "keys"), minimum=1, maximum=schema.MAX_WRITER_KEYS)
+
+
+def _same_keys(writers: list[Writer]) -> None:
+    """Writers of one group and prefix that cycle over keys write the same sequence: the same `keys`."""
+    for i, writer in enumerate(writers):
+        for first in writers[:i]:
+            if (writer.keys is not None and first.keys is not None and writer.group == first.group
+                    and writer.key_prefix == first.key_prefix and writer.keys != first.keys):  # fmt: skip
+                raise FieldError(("writers", i, "keys"), f"{writer.keys} keys, and {first.name} writes {first.keys} "
+                                                         f"with the same group and key_prefix: give both the same keys")
 
 
 def _agents(raw: Any) -> tuple[Agent, ...]:
@@ -337,5 +417,19 @@ def _checks(raw: Any, writers: tuple[Writer, ...], agents: tuple[Agent, ...]) ->
             raise FieldError(("checks", i), f"{check} reads back the writers' operations: add a writer")
         if check == "agents" and not agents:
             raise FieldError(("checks", i), "agents reads the agents' counters: add an agent")
+        if check == "conflicts":
+            _check_conflicts(writers, ("checks", i))
         checks.append(check)
     return tuple(checks)
+
+
+def _check_conflicts(writers: tuple[Writer, ...], path: FieldPath) -> None:
+    """The conflicts check needs two writers sharing keys, on a group whose every node holds them."""
+    sharing = [w for w in writers if any(w.shares_keys_with(o) for o in writers if o is not w)]
+    if not sharing:
+        raise FieldError(path, "conflicts compares writes of shared keys: give two writers of one group the same "
+                               "key_prefix and keys (e.g. keys: 100)")  # fmt: skip
+    for writer in sharing:
+        if writer.strategy not in schema.STRATEGIES_ON_EVERY_NODE:
+            raise FieldError(path, f"conflicts reads the shared keys on every node: not for a {writer.strategy} "
+                                   f"writer ({writer.name})")  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kvtestbed.accounting import ClusterTarget, JetStreamTarget, SentinelTarget
+from kvtestbed.accounting import ClusterTarget, JetStreamTarget, NodeSet, NodeTarget, Peer, SentinelTarget
 from kvtestbed.inventory import Host, Inventory
 
 SENTINEL_GROUP = "sentinel"
@@ -147,6 +147,35 @@ def jetstream_target(inventory: Inventory, group: str, secrets_dir: Path, writer
         user=NATS_USER,
         password_file=_require(secrets_dir / f"nats_{NATS_USER}"),
     )
+
+
+def node_set(inventory: Inventory, group: str, secrets_dir: Path) -> NodeSet:
+    """Every node of a key-value group (its first port, `<group>_kvstore.ports[0]`, on each host) with the data
+    user's secrets file, for `node` writers and the read on every node after the heal. The nodes of a mesh or a
+    replication set replicate to one another; a standalone group's hosts are independent servers."""
+    members = inventory.group(group)
+    settings = members[0].vars.get(f"{group}_kvstore") if members else None
+    if not isinstance(settings, dict):
+        raise WiringError(f"group {group}: not a key-value group ({group}_kvstore is not set)")
+    topology = str(settings.get("topology") or "standalone")
+    if topology == "cluster":
+        raise WiringError(f"group {group}: a Redis Cluster keeps a key on one shard, not on every node")
+    port = int((settings.get("ports") or [6379])[0])
+    return NodeSet(
+        group=group,
+        peers=tuple(Peer(host.name, host.address, port) for host in members),
+        username=DATA_USER,
+        password_file=_require(secrets_dir / f"{group}-{DATA_USER}"),
+        converges=topology in ("mesh", "replication"),
+    )
+
+
+def node_target(inventory: Inventory, group: str, host: str, secrets_dir: Path) -> NodeTarget:
+    """The one node a `node` writer writes to (host must be in the group)."""
+    nodes = node_set(inventory, group, secrets_dir)
+    if host not in {peer.name for peer in nodes.peers}:
+        raise WiringError(f"host {host!r} is not in group {group!r} ({', '.join(p.name for p in nodes.peers)})")
+    return NodeTarget(nodes, host)
 
 
 def kv_instances(inventory: Inventory, groups: list[str] | None = None) -> list[tuple[str, Host, int]]:
