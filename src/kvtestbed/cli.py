@@ -86,7 +86,29 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    return _playbook(args, args.playbook)
+    """site.yml (or --playbook); a whole deploy whose inputs and hosts are as the last one left them is skipped."""
+    if args.playbook != "site.yml" or args.limit or args.tags:
+        return _playbook(args, args.playbook)
+    from kvtestbed.deploy import fingerprint
+    from kvtestbed.faults.registry import default_secrets_dir
+    from kvtestbed.inventory import Inventory, InventoryError
+
+    root = project_root()
+    inventory_path = resolve_inventory(root, args.inventory)
+    try:
+        secrets_dir = default_secrets_dir(Inventory.load(inventory_path))
+    except InventoryError as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT) from None
+    digest = fingerprint.compute(root, inventory_path, secrets_dir, {"playbook": args.playbook})
+    if not args.force:
+        env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0")
+        state = fingerprint.hosts_state(root, inventory_path, digest, env)
+        if state.unchanged:
+            print(f"deploy: nothing to do, inputs unchanged since the last deploy ({state.reason}); "
+                  "--force converges anyway")
+            return 0
+        print(f"deploy: converging: {state.reason}")
+    return _playbook(args, args.playbook, {"kvtestbed_deploy_fingerprint": digest})
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -337,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--playbook", default="site.yml", help="a playbook in playbooks/ (default site.yml)")
     deploy.add_argument("--limit", help="only these hosts or groups")
     deploy.add_argument("--tags", help="only these tags")
+    deploy.add_argument("--force", action="store_true",
+                        help="converge even when nothing changed since the last deploy")
     deploy.set_defaults(func=cmd_deploy)
 
     agent = sub.add_parser("agent", help="run one workload agent")
