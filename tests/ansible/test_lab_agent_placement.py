@@ -44,9 +44,13 @@ def test_every_workload_is_placed_in_the_lab(lab_instances: dict[str, list[dict]
     assert kinds == {"observer", "expiry", "streams", "pipeline", "hotkeys"}
     expiry_roles = [i["config"]["role"] for instances in lab_instances.values() for i in instances
                     if i["kind"] == "expiry"]
-    # consumers on several hosts and a WorkQueue shared by 3 workers, as the workload describes
-    assert expiry_roles.count("generator") == 1
-    assert expiry_roles.count("consumer") >= 2 and expiry_roles.count("worker") >= 3
+    # per key space (the Sentinel-managed Redis set, and the KeyDB mesh when the lab has KeyDB) one generator and
+    # consumers on several hosts; one WorkQueue shared by 3 workers, as the workload describes
+    generators = [i for instances in lab_instances.values() for i in instances
+                  if i["kind"] == "expiry" and i["config"]["role"] == "generator"]
+    spaces = {i["config"]["target"]["mode"] for i in generators}
+    assert len(generators) == len(spaces) and "sentinel" in spaces, spaces
+    assert expiry_roles.count("consumer") >= 2 * len(spaces) and expiry_roles.count("worker") >= 3
 
 
 def test_every_lab_agent_config_loads(lab_instances: dict[str, list[dict]], tmp_path: Path) -> None:
@@ -69,11 +73,15 @@ def test_lab_agents_on_the_sentinel_set_follow_sentinel(lab_instances: dict[str,
                 sentinels = config["sentinel"]["sentinels"]
             elif instance["kind"] == "observer":
                 if "sentinel" not in config["writer"]:
-                    # the Valkey observer (no Sentinel watches that set): it must write to Valkey's primary
-                    assert config["writer"]["endpoint"]["port"] == 6380, instance["name"]
+                    # no Sentinel watches Valkey's set (6380) nor the KeyDB mesh (6381, where every peer writes)
+                    assert config["writer"]["endpoint"]["port"] in (6380, 6381), instance["name"]
                     continue
                 sentinels = config["writer"]["sentinel"]["sentinels"]
             elif instance["kind"] == "expiry":
+                if config["target"]["mode"] == "nodes":
+                    # the KeyDB mesh: consumers subscribe to every peer, there is no master to follow
+                    assert {n["port"] for n in config["target"]["nodes"]} == {6381}, instance["name"]
+                    continue
                 sentinels = config["target"]["sentinels"]
             else:
                 continue
