@@ -19,9 +19,9 @@ from tests.support.servers import (
     TlsFiles,
     build_redis_cluster,
     keydb_server_binary,
+    link_mesh,
     nats_cluster,
     nats_server_binary,
-    wait_mesh_links,
     wait_replica_in_sync,
 )
 
@@ -112,13 +112,7 @@ def keydb_mesh(server_factory: ServerFactory) -> Callable[..., list[RedisServer]
             server_factory("keydb", extra=("--active-replica", "yes", "--multi-master", "yes", *extra))
             for _ in range(peers)
         ]
-        for server in servers:
-            with server.client(socket_timeout=2) as c:
-                for peer in servers:
-                    if peer is not server:
-                        c.execute_command("REPLICAOF", peer.host, peer.port)
-        for server in servers:
-            wait_mesh_links(server, peers - 1)
+        link_mesh(servers)
         return servers
 
     return make

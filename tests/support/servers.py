@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -448,16 +448,43 @@ class SentinelServer(ManagedProcess):
 
 def wait_mesh_links(peer: RedisServer, links: int, timeout_s: float = 20.0) -> None:
     """A KeyDB active replica has `links` masters, every link up (INFO replication: master_<i>_link_status)."""
-    deadline = time.monotonic() + timeout_s
-    with peer.client(socket_timeout=1, decode_responses=True) as c:
-        while True:
+    from tests.support.wait import wait_until
+
+    def up() -> bool:
+        with peer.client(socket_timeout=1, decode_responses=True) as c:
             info = c.info("replication")
-            up = [k for k, v in info.items() if k.endswith("link_status") and v == "up"]
-            if len(up) >= links:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"keydb {peer.port}: {len(up)} of {links} replication links up after {timeout_s} s")
-            time.sleep(0.05)
+        return len([k for k, v in info.items() if k.endswith("link_status") and v == "up"]) >= links
+
+    wait_until(up, timeout_s, 0.05, f"keydb {peer.port}: {links} replication links up")
+
+
+def link_mesh(peers: Sequence[RedisServer]) -> None:
+    """Every peer replicates from every other (KeyDB active-replica, multi-master); returns with all links up."""
+    for server in peers:
+        with server.client(socket_timeout=2) as c:
+            for other in peers:
+                if other is not server:
+                    c.execute_command("REPLICAOF", other.host, other.port)
+    for server in peers:
+        wait_mesh_links(server, len(peers) - 1)
+
+
+def port_free_on_every(addresses: Sequence[str], taken: Collection[int] = ()) -> int:
+    """A port nothing listens on at any of the addresses (each emulated host of a loopback inventory uses it)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind((LOOPBACK, 0))
+            port = int(probe.getsockname()[1])
+        if port in taken:
+            continue
+        try:
+            for address in addresses:
+                with socket.socket() as sock:
+                    sock.bind((address, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no port free on all of {', '.join(addresses)}")
 
 
 def wait_replica_in_sync(replica: RedisServer, timeout_s: float = 15.0) -> None:

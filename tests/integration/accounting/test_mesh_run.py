@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.binaries import require, unavailable
 from tests.support.lab import kvtestbed
-from tests.support.servers import LOOPBACK, RedisServer, keydb_server_binary, wait_mesh_links
+from tests.support.servers import RedisServer, keydb_server_binary, link_mesh, port_free_on_every
 
 pytestmark = pytest.mark.integration
 
@@ -44,21 +44,6 @@ slo:
 """
 
 
-def free_port_on_every(addresses: list[str]) -> int:
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind((LOOPBACK, 0))
-            port = int(probe.getsockname()[1])
-        try:
-            for address in addresses:
-                with socket.socket() as sock:
-                    sock.bind((address, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError(f"no port free on all of {', '.join(addresses)}")
-
-
 @pytest.fixture
 def mesh_inventory(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """(inventory dir, secrets dir) of a 3-peer KeyDB mesh on 127.0.0.2-4."""
@@ -73,7 +58,7 @@ def mesh_inventory(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     secrets_dir.mkdir(mode=0o700)
     password = secrets.token_hex(16)
     (secrets_dir / "keydb-agent").write_text(password + "\n")
-    port = free_port_on_every(list(HOSTS.values()))
+    port = port_free_on_every(list(HOSTS.values()))
     peers: list[RedisServer] = []
     try:
         for name, address in HOSTS.items():
@@ -84,13 +69,7 @@ def mesh_inventory(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
             peer.start()
             with peer.client(socket_timeout=2) as client:  # the password goes over the wire, not argv
                 client.execute_command("ACL", "SETUSER", "agent", "reset", "on", f">{password}", *AGENT_RULES)
-        for peer in peers:
-            with peer.client(socket_timeout=2) as client:
-                for other in peers:
-                    if other is not peer:
-                        client.execute_command("REPLICAOF", other.host, other.port)
-        for peer in peers:
-            wait_mesh_links(peer, 2)
+        link_mesh(peers)
         inventory = tmp_path / "inventory"
         inventory.mkdir()
         hosts = "\n".join(f"    {name}: {{ansible_host: {address}, ansible_connection: local, ansible_port: 9}}"

@@ -25,7 +25,7 @@ from kvtestbed.inventory import Host, Inventory
 from kvtestbed.remote import Remote, RemoteError
 from tests.support.binaries import require, unavailable
 from tests.support.lab import kvtestbed
-from tests.support.servers import LOOPBACK, RedisServer, SentinelServer, wait_replica_in_sync
+from tests.support.servers import RedisServer, SentinelServer, port_free_on_every, wait_replica_in_sync
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -76,24 +76,6 @@ def inventory_text(port: int, sentinel_port: int, secrets_dir: Path) -> str:
         sentinel_port: {sentinel_port}
         sentinel_monitors: [{{name: {MONITOR}, group: redis}}]
 """
-
-
-def port_free_on_every(addresses: list[str], taken: set[int]) -> int:
-    """A port nothing listens on at any of the addresses (each emulated host uses the same one)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind((LOOPBACK, 0))
-            port = int(probe.getsockname()[1])
-        if port in taken:
-            continue
-        try:
-            for address in addresses:
-                with socket.socket() as sock:
-                    sock.bind((address, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError(f"no port free on all of {', '.join(addresses)}")
 
 
 def write_secret(path: Path, value: str) -> None:
