@@ -310,6 +310,15 @@ def test_prometheus_saw_the_run_and_every_dashboard_panel_with_a_source_has_data
                 unexplained.append((panel_label(capture, panel), sorted(names)))
     assert not unexplained, f"panels without data although this lab exports their metrics: {unexplained}"
 
+    # every metric a dashboard names is in this Prometheus's own list of names, unless this lab has no source for it
+    url = f"http://{HOSTS['sc-2']}:9090/api/v1/label/__name__/values"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        known = set(json.loads(answer.read())["data"])
+    named = {n for capture in load_captures(run_dir) for panel in capture["panels"]
+             for t in panel.get("targets", []) for n in promql_metric_names(str(t.get("expr", "")))}
+    unknown = sorted(n for n in named - known if not _absent_here(n))
+    assert not unknown, f"dashboard expressions name metrics this Prometheus has never seen: {unknown}"
+
 
 def test_a_partitioned_primary_is_measured_per_strategy_and_healed(lab, tmp_path: Path) -> None:
     run_dir, summary, _ = run_scenario(lab, PARTITION, "lab-partition")
