@@ -165,3 +165,45 @@ def test_seed_000_from_the_web_ui_in_the_lab(lab, tmp_path: Path) -> None:
     assert {key: cells.get(key) for key in expected} == expected
     shares = [int(cells[(f"worker {w}", "processed")]) for w in ("w1", "w2")]
     assert sum(shares) == KEYS
+
+
+HOSTS_LOAD = """
+name: ldlab-hosts-load
+description: seed 000's keys from the deployed master's two workers, started and read by the scenario runner
+tags: [lab-test]
+needs: {{groups: [redis, loadgen]}}
+warmup: 0s
+duration: 60s
+load:
+  on: hosts
+  users: [ExpiryKeysUser]
+  count: {users}
+  target: redis
+  options: {{expiry-keys: {keys}, expiry-ttl-ms: {ttl_ms}, expiry-delay-ms: {delay_ms}, expiry-run-id: {run_id}}}
+"""
+
+
+def test_the_scenario_runner_drives_the_deployed_master_and_its_workers(lab, tmp_path: Path) -> None:
+    """`load.on: hosts`: the load comes from the loadgen host's workers, not from the controller; the run's summary
+    holds Locust's figures, the master's Workload tab its lossless audit."""
+    scenario = lab["work"] / "hosts-load.yml"
+    scenario.write_text(HOSTS_LOAD.format(users=USERS, keys=KEYS, ttl_ms=TTL_MS, delay_ms=DELAY_MS, run_id=RUN_ID))
+    results = tmp_path / "results"
+    done = kvtestbed("run", str(scenario), "--inventory", str(lab["inventory"]), "--results", str(results),
+                     "--metrics-port", "0", timeout=600)  # fmt: skip
+    assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-3000:])
+    (run_dir,) = list(results.iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    load = summary["load"]
+    print("\nLAB HOSTS LOAD", json.dumps({k: v for k, v in load.items() if k.endswith((".count", "workers"))}))
+    assert load["locust.workers"] == 2 and load["locust.failures"] == 0, load
+    # every key came from the master's workers: the SETs Locust timed are the keys the ledger audited
+    raw = run_dir / "raw" / "locust"
+    stats = json.loads((raw / "stats.json").read_text())
+    assert sum(r["num_requests"] for r in stats["stats"] if r["name"] != "Aggregated") >= KEYS
+    rows = json.loads((raw / "workload.json").read_text())["rows"]
+    cells = {(r["section"], r["figure"]): str(r["run"]) for r in rows}
+    expected = lossless_run_cells(KEYS, TTL_MS)
+    assert {key: cells.get(key) for key in expected} == expected
+    # nothing ran on the controller: no Locust process of the runner's, its load.json names the master
+    assert json.loads((raw / "load.json").read_text())["on"] == "ld-2"

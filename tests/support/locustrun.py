@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.binaries import unavailable
-from tests.support.servers import free_port
+from tests.support.servers import LOOPBACK, ManagedProcess, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
@@ -110,3 +110,23 @@ def run_locust(
     if hdr_file.exists():
         result.hdr = json.loads(hdr_file.read_text())
     return result
+
+
+def commandstats(server: RedisServer) -> dict[str, int]:
+    with server.client(socket_timeout=5) as c:
+        info = c.info("commandstats")
+    return {
+        f"{cmd} {field}": int(info.get(f"cmdstat_{cmd}", {}).get(field, 0))
+        for cmd in ("get", "set")
+        for field in ("calls", "rejected_calls")
+    }
+
+
+def start_locust(workdir: Path, web_port: int, extra: list[str]) -> ManagedProcess:
+    """Locust with its web UI on loopback (a master with --master, else a local runner), ready when the UI answers."""
+    argv = [
+        str(locust_binary()), "-f", str(LOCUSTFILE), "--web-host", LOOPBACK, "--web-port", str(web_port), *extra,
+    ]  # fmt: skip
+    locust = ManagedProcess("locust", argv, workdir, web_port)
+    locust.start()
+    return locust

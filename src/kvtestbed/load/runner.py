@@ -46,6 +46,7 @@ class LoadResult:
     stats: list[dict[str, object]]
     hdr: dict[str, object]
     message: str  # the last line Locust or kvload printed on failure
+    workers: int = 0  # Locust workers that ran the users (a deployed master's; 0 for a headless local run)
 
 
 def locust_binary() -> Path:

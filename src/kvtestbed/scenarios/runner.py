@@ -53,6 +53,7 @@ from kvtestbed.faults import Fault, FaultError, FaultSpecError, FaultUnsupported
 from kvtestbed.faults.registry import default_secrets_dir
 from kvtestbed.inventory import Host, Inventory, InventoryError
 from kvtestbed.load import engine_tools
+from kvtestbed.load import master as load_master
 from kvtestbed.load import runner as load_runner
 from kvtestbed.monitoring.capture import capture_run
 from kvtestbed.monitoring.runner_metrics import RunnerMetrics
@@ -171,6 +172,7 @@ class ScenarioRun:
         self.load_known: dict[str, str] = {}
         self.load_thread: threading.Thread | None = None
         self.load_result: load_runner.LoadResult | None = None
+        self.load_master: load_master.MasterEndpoint | None = None  # load.on: hosts
         self._cut_short = False
         self.load_stop = threading.Event()  # set when the run is cut short: Locust gets SIGTERM
         self.versions: dict[str, str] = {}
@@ -323,7 +325,12 @@ class ScenarioRun:
             )  # fmt: skip
             self.load_known = load_runner.available_user_classes()
             load_runner.check(spec, self.load_known)
-        except (WiringError, InventoryError, load_runner.LoadInputError) as exc:
+            if load.on == "hosts":
+                # the master's workers read the secrets from their own copies (locust_password_files)
+                self.load_master = load_master.master_of(self.inventory, self.secrets_dir)
+                spec = load_master.on_the_hosts(spec, self.inventory, self.secrets_dir)
+                load_master.ready_workers(self.load_master)
+        except (WiringError, InventoryError, load_runner.LoadInputError, load_master.MasterError) as exc:
             raise RunInputError(f"{s.source}: load: {exc}") from None
         self.load_spec = spec
 
@@ -334,12 +341,21 @@ class ScenarioRun:
         out = self.run_dir.raw_dir / "locust"
         spec, known = self.load_spec, self.load_known
 
+        master = self.load_master
+
         def run() -> None:
-            self.load_result = load_runner.run(spec, out, known, stop=self.load_stop)
+            if master is None:
+                self.load_result = load_runner.run(spec, out, known, stop=self.load_stop)
+                return
+            try:
+                self.load_result = load_master.run_on_master(spec, master, out, known, stop=self.load_stop)
+            except (load_master.MasterError, load_runner.LoadInputError) as exc:
+                self.load_result = load_runner.LoadResult(2, out, [], {}, str(exc))
 
         self.load_thread = threading.Thread(target=run, name="locust", daemon=True)
         self.load_thread.start()
-        self.event("runner", "load-started", {"users": list(spec.user_classes), "count": spec.users})
+        self.event("runner", "load-started", {"users": list(spec.user_classes), "count": spec.users,
+                                              "on": master.host if master is not None else "controller"})
 
     def _join_load(self) -> None:
         """Wait for Locust's own end (bounded by the load runner's timeout); a run cut short does not wait."""
@@ -364,6 +380,8 @@ class ScenarioRun:
             figures.update(agent_control.numeric_leaves(summary, f"locust.{key}"))
         failures = sum(int(entry.get("num_failures", 0)) for entry in result.stats if isinstance(entry, dict))
         figures["locust.failures"] = float(failures)
+        if result.workers:
+            figures["locust.workers"] = float(result.workers)
         return figures
 
     def _collect_servers(self, when: str) -> dict[str, str]:

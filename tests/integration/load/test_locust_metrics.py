@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.binaries import require
 from tests.support.dashboards import DASHBOARDS, load, queries, to_promql, variables
-from tests.support.locustrun import LOCUSTFILE, locust_binary
+from tests.support.locustrun import LOCUSTFILE, commandstats, locust_binary, start_locust
 from tests.support.servers import LOOPBACK, ManagedProcess, RedisServer, free_port
 from tests.support.wait import settle, wait_until
 
@@ -76,43 +76,6 @@ def by_request(samples: Samples, metric: str) -> dict[tuple[str, str], float]:
     return {
         (dict(labels)["method"], dict(labels)["name"]): v for (n, labels), v in samples.items() if n == metric
     }  # fmt: skip
-
-
-def commandstats(server: RedisServer) -> dict[str, int]:
-    with server.client(socket_timeout=5) as c:
-        info = c.info("commandstats")
-    return {
-        f"{cmd} {field}": int(info.get(f"cmdstat_{cmd}", {}).get(field, 0))
-        for cmd in ("get", "set")
-        for field in ("calls", "rejected_calls")
-    }
-
-
-def start_locust(workdir: Path, web_port: int, extra: list[str]) -> ManagedProcess:
-    """Locust with its web UI on loopback (a master with --master, else a local runner), ready when the UI answers."""
-    argv = [
-        str(locust_binary()), "-f", str(LOCUSTFILE), "--web-host", LOOPBACK, "--web-port", str(web_port), *extra,
-    ]  # fmt: skip
-    locust = ManagedProcess("locust", argv, workdir, web_port)
-    locust.start()
-    return locust
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ManagedProcess | subprocess.Popen[bytes]]]:
-    """Whatever a test starts, stopped at teardown whatever happened."""
-    started: list[ManagedProcess | subprocess.Popen[bytes]] = []
-    yield started
-    for proc in reversed(started):
-        if isinstance(proc, ManagedProcess):
-            proc.stop()
-        elif proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 def start_run(

@@ -1,0 +1,258 @@
+"""Drive the Locust master the locust role deployed on a loadgen host: the same LoadSpec, the load from its workers.
+
+One machine runs out of CPU for load long before a rack of servers does; users then point the scenario at the
+master on their hosts (scenario `load.on: hosts`). The master is driven through its own web API, as the web UI does
+it: log in (kvload.webauth's form, the password read from the controller's secrets/), POST /swarm with the user
+classes, counts, run time and kvload's options (Locust copies form fields into its parsed options and hands them to
+every worker with the spawn message), poll /stats/requests until the run has stopped, then keep Locust's table and
+kvload's merged HdrHistograms (/hdr). The result has the shape of kvtestbed.load.runner's, so the scenario runner's
+figures are the same whichever machine generated the load.
+
+When is a run's table complete? A worker sends its statistics every 3 s, and none when it stops; after a stop it
+announces itself ready again only `--stop-timeout` (the role's locust_stop_timeout, 10 s) later, reporting all the
+while. So the run is over when the master says stopped and every worker that started the run is back.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kvtestbed.inventory import Inventory
+from kvtestbed.load.runner import LoadInputError, LoadResult, LoadSpec, check
+
+LOGIN_PATH = "/kvt-login"  # kvload.webauth.LOGIN_PATH (kvload is not imported here: it patches with gevent)
+# the locust role's defaults (roles/locust/defaults/main.yml), for an inventory that does not set them
+DEFAULT_WEB_PORT = 8089
+DEFAULT_WEB_USER = "admin"
+DEFAULT_CONFIG_DIR = "/etc/kvtestbed/locust"
+WEB_PASSWORD_FILE = "locust-web-password"
+POLL_S = 1.0
+# after the run time: the users' stop (--stop-timeout) and the workers' return, then give up on the table
+GRACE_S = 120.0
+
+
+@dataclass(frozen=True)
+class MasterEndpoint:
+    """Where the master's web UI answers and how to log in; the password is read from the file at login."""
+
+    host: str  # the inventory host running it (for messages)
+    url: str  # http://address:port
+    user: str
+    password_file: Path
+
+
+class MasterError(RuntimeError):
+    """The master cannot be driven: one line naming the master and what to do."""
+
+
+class _Session:
+    """A logged-in web session (kvload.webauth's cookie), JSON in and out."""
+
+    def __init__(self, endpoint: MasterEndpoint, timeout_s: float = 10.0) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), _NoRedirect())
+
+    def _open(self, path: str, form: list[tuple[str, str]] | None = None) -> tuple[int, dict[str, str], bytes]:
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        request = urllib.request.Request(self.endpoint.url + path, data=data)
+        try:
+            with self.opener.open(request, timeout=self.timeout_s) as answer:
+                return answer.status, dict(answer.headers), answer.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers or {}), exc.read()
+        except (OSError, urllib.error.URLError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise MasterError(f"Locust master on {self.endpoint.host} ({self.endpoint.url}) does not answer: {reason}"
+                              " (is kvtestbed-locust-master running? kvtestbed deploy)") from None  # fmt: skip
+
+    def login(self) -> None:
+        try:
+            password = self.endpoint.password_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            raise MasterError(f"{self.endpoint.password_file}: the Locust web password is missing "
+                              "(kvtestbed deploy writes it)") from None  # fmt: skip
+        status, headers, _ = self._open(LOGIN_PATH, [("username", self.endpoint.user), ("password", password)])
+        # webauth answers a good login with a redirect to the UI, a refused one with a redirect back to the form
+        location = headers.get("Location", "")
+        if status != 302 or urllib.parse.urlsplit(location).path not in ("/", ""):
+            raise MasterError(
+                f"Locust master on {self.endpoint.host}: the login as {self.endpoint.user} was refused "
+                f"(the password in {self.endpoint.password_file} is not the master's: redeploy)"
+            )
+
+    def get(self, path: str) -> dict[str, Any]:
+        status, _, body = self._open(path)
+        return self._json(path, status, body)
+
+    def post(self, path: str, form: list[tuple[str, str]]) -> dict[str, Any]:
+        status, _, body = self._open(path, form)
+        return self._json(path, status, body)
+
+    def _json(self, path: str, status: int, body: bytes) -> dict[str, Any]:
+        if status != 200:
+            raise MasterError(f"Locust master on {self.endpoint.host}: {path} answered HTTP {status}")
+        try:
+            value = json.loads(body)
+        except ValueError:
+            raise MasterError(f"Locust master on {self.endpoint.host}: {path} did not answer JSON") from None
+        if not isinstance(value, dict):
+            raise MasterError(f"Locust master on {self.endpoint.host}: {path} did not answer a JSON object")
+        return value
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Keep the login's 302 (its Location tells success from refusal) instead of following it."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def swarm_form(spec: LoadSpec, run_time_s: float) -> list[tuple[str, str]]:
+    """The /swarm form for a spec: Locust's own fields, then kvload's options under their parsed-option names
+    (--kvt-keys -> kvt_keys), as the web UI's form sends them."""
+    form = [
+        ("user_count", str(spec.users)),
+        ("spawn_rate", f"{spec.spawn_rate or spec.users:g}"),
+        ("host", spec.target),
+        # a little past a rate profile's end: the profile stops the run itself (kvload.plugin)
+        ("run_time", f"{int(run_time_s + (5 if spec.rate else 0))}s"),
+    ]
+    form += [("user_classes", name) for name in spec.user_classes]
+    options = dict(spec.options)
+    if spec.rate:
+        options["rate"] = spec.rate
+    if spec.password_file:
+        options["password-file"] = spec.password_file
+    if spec.tls_ca:
+        options["tls-ca"] = spec.tls_ca
+    form += [("kvt_" + key.replace("-", "_"), value) for key, value in options.items()]
+    return form
+
+
+def ready_workers(endpoint: MasterEndpoint) -> int:
+    """Log in and check the master can take a run now: idle, with workers. Its worker count; MasterError if not."""
+    session = _Session(endpoint)
+    session.login()
+    return _idle_workers(endpoint, session.get("/stats/requests"))
+
+
+def _idle_workers(endpoint: MasterEndpoint, table: dict[str, Any]) -> int:
+    state, workers = str(table.get("state", "")), int(table.get("worker_count", 0))
+    if state in ("spawning", "running", "cleanup"):
+        raise MasterError(f"Locust master on {endpoint.host} is running a test already ({state}): stop it in its "
+                          f"web UI ({endpoint.url}) first")  # fmt: skip
+    if workers < 1:
+        raise MasterError(f"Locust master on {endpoint.host} has no worker connected: give a loadgen host "
+                          "locust_workers and deploy")  # fmt: skip
+    return workers
+
+
+def run_on_master(
+    spec: LoadSpec,
+    endpoint: MasterEndpoint,
+    out_dir: Path,
+    known: dict[str, str],
+    stop: threading.Event | None = None,
+) -> LoadResult:
+    """One run on the master's workers, until its own end (or `stop`), its table and histograms into out_dir."""
+    run_time_s = check(spec, known)
+    if spec.processes != 1:
+        raise LoadInputError("load.processes: the master's workers are the hosts' (locust_workers); leave it out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    session = _Session(endpoint)
+    session.login()
+    before = session.get("/stats/requests")
+    workers = _idle_workers(endpoint, before)
+    (out_dir / "load.json").write_text(json.dumps(
+        {**spec.__dict__, "on": endpoint.host, "master": endpoint.url, "workers": workers, "started": time.time()},
+        indent=1) + "\n")  # fmt: skip
+    answer = session.post("/swarm", swarm_form(spec, run_time_s))
+    if not answer.get("success"):
+        return LoadResult(2, out_dir, [], {}, f"kvload: the master refused the run: {answer.get('message', answer)}")
+
+    deadline = time.monotonic() + run_time_s + GRACE_S
+    stopped_by_us = False
+    table = before
+    while time.monotonic() < deadline:
+        table = session.get("/stats/requests")
+        if table.get("state") == "stopped" and int(table.get("worker_count", 0)) >= workers:
+            break
+        if stop is not None and stop.is_set() and not stopped_by_us:
+            session.post("/stop", [])
+            stopped_by_us = True
+        time.sleep(POLL_S)  # polling a remote HTTP API: there is nothing local to wait on
+    else:
+        session.post("/stop", [])
+        late = f"kvload: the run on {endpoint.host} did not end within its run time + {GRACE_S:g} s; stopped"
+        return _finish(session, out_dir, table, workers, 1, late)
+    return _finish(session, out_dir, table, workers, 0, "")
+
+
+def _finish(
+    session: _Session, out_dir: Path, table: dict[str, Any], workers: int, code: int, message: str
+) -> LoadResult:
+    hdr = session.get("/hdr")
+    # the Workload tab's figures (kvload.webui: an expiry run's ledger audit, the agents' counters), as it showed them
+    (out_dir / "workload.json").write_text(json.dumps(session.get("/workload"), indent=1) + "\n")
+    # per request name, as headless Locust's --json-file lists them (its total row left out)
+    stats = [row for row in table.get("stats", []) if isinstance(row, dict) and row.get("name") != "Aggregated"]
+    (out_dir / "stats.json").write_text(json.dumps(table, indent=1) + "\n")
+    (out_dir / "hdr.json").write_text(json.dumps(hdr, indent=1) + "\n")
+    error = hdr.get("error")
+    if error and not message:
+        code, message = 2, f"kvload: {error}"
+    failures = sum(int(row.get("num_failures", 0)) for row in stats)
+    if code == 0 and failures:
+        code = 1  # as headless Locust exits with 1 when a request failed
+    return LoadResult(
+        code, out_dir, stats, hdr, message or (f"{failures} failed requests" if failures else ""), workers
+    )
+
+
+def master_of(inventory: Inventory, secrets_dir: Path) -> MasterEndpoint:
+    """The inventory's Locust master (the host with locust_role: master), as the locust role deployed it."""
+    masters = [host for host in inventory.all_hosts() if host.vars.get("locust_role") == "master"]
+    if len(masters) != 1:
+        found = ", ".join(sorted(h.name for h in masters)) or "none"
+        raise LoadInputError(f"load.on hosts needs one host with locust_role: master in the inventory (found {found})")
+    host = masters[0]
+    port = host.vars.get("locust_web_port", DEFAULT_WEB_PORT)
+    address = host.vars.get("locust_web_host")
+    if not isinstance(address, str) or not address or "{{" in address:
+        address = host.address
+    return MasterEndpoint(host=host.name, url=f"http://{address}:{port}",
+                          user=str(host.vars.get("locust_web_user") or DEFAULT_WEB_USER),
+                          password_file=secrets_dir / WEB_PASSWORD_FILE)  # fmt: skip
+
+
+def on_the_hosts(spec: LoadSpec, inventory: Inventory, secrets_dir: Path) -> LoadSpec:
+    """The spec with every secrets file named by its copy on the loadgen hosts: the locust role copies the files of
+    locust_password_files to <locust_config_dir>/secrets/ on the master and every worker (the master hands the
+    run's options, paths included, to its workers)."""
+    master = next(h for h in inventory.all_hosts() if h.vars.get("locust_role") == "master")
+    copied = master.vars.get("locust_password_files") or []
+    config_dir = str(master.vars.get("locust_config_dir") or DEFAULT_CONFIG_DIR)
+
+    def remote(path: str, what: str) -> str:
+        if not path or Path(path).parent != secrets_dir:
+            return path
+        name = Path(path).name
+        if name not in copied:
+            raise LoadInputError(f"load: {what} {name} is not on the loadgen hosts: add it to locust_password_files "
+                                 f"(host {master.name}) and deploy")  # fmt: skip
+        return f"{config_dir}/secrets/{name}"
+
+    options = {key: remote(value, f"option {key}:") if key.endswith("-file") else value
+               for key, value in spec.options.items()}  # fmt: skip
+    return replace(spec, password_file=remote(spec.password_file, "the password file"), options=options)
