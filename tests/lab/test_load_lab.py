@@ -175,7 +175,7 @@ needs: {{groups: [redis, loadgen]}}
 warmup: 0s
 duration: 60s
 load:
-  on: hosts
+  from: hosts
   users: [ExpiryKeysUser]
   count: {users}
   target: redis
@@ -184,7 +184,7 @@ load:
 
 
 def test_the_scenario_runner_drives_the_deployed_master_and_its_workers(lab, tmp_path: Path) -> None:
-    """`load.on: hosts`: the load comes from the loadgen host's workers, not from the controller; the run's summary
+    """`load.from: hosts`: the load comes from the loadgen host's workers, not from the controller; the run's summary
     holds Locust's figures, the master's Workload tab its lossless audit."""
     scenario = lab["work"] / "hosts-load.yml"
     scenario.write_text(HOSTS_LOAD.format(users=USERS, keys=KEYS, ttl_ms=TTL_MS, delay_ms=DELAY_MS, run_id=RUN_ID))
@@ -206,4 +206,4 @@ def test_the_scenario_runner_drives_the_deployed_master_and_its_workers(lab, tmp
     expected = lossless_run_cells(KEYS, TTL_MS)
     assert {key: cells.get(key) for key in expected} == expected
     # nothing ran on the controller: no Locust process of the runner's, its load.json names the master
-    assert json.loads((raw / "load.json").read_text())["on"] == "ld-2"
+    assert json.loads((raw / "load.json").read_text())["from"] == "ld-2"

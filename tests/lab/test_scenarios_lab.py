@@ -26,6 +26,9 @@ LAB = "scnlab"
 SUBNET = "198.18.71"
 HOSTS = {"sc-1": f"{SUBNET}.11", "sc-2": f"{SUBNET}.12", "sc-3": f"{SUBNET}.13"}
 KEY = f"/var/lib/kvtestbed/lab/{LAB}/ssh/id_ed25519"
+# the runner's /metrics for this lab's Prometheus: a port of this module's own, not the default 9470, which
+# `make test` may have bound by another test's run at the same time (the queue runs beside the pytest suites)
+RUNNER_METRICS_PORT = 9471
 
 INVENTORY = """---
 all:
@@ -87,7 +90,7 @@ all:
       hosts: {{sc-2: }}
       vars:
         prometheus_scrape_interval: 5s
-        prometheus_runner_targets: ["{{{{ lab_gateway }}}}:9470"]
+        prometheus_runner_targets: ["{{{{ lab_gateway }}}}:{runner_port}"]
         grafana_deploy: false
   vars:
 {lab_vars}
@@ -177,7 +180,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     inventory.mkdir()
     (inventory / "hosts.yml").write_text(
         INVENTORY.format(sc1=HOSTS["sc-1"], sc2=HOSTS["sc-2"], sc3=HOSTS["sc-3"], lab_vars=lab_vars(LAB, SUBNET),
-                         secrets=secrets)  # fmt: skip
+                         secrets=secrets, runner_port=RUNNER_METRICS_PORT)  # fmt: skip
     )
     try:
         up = kvtestbed("lab", "up", "--inventory", str(inventory), timeout=900)
@@ -193,7 +196,8 @@ def run_scenario(lab: dict[str, Any], text: str, name: str) -> tuple[Path, dict[
     path = lab["work"] / f"{name}.yml"
     path.write_text(text)
     results = lab["work"] / "results"
-    done = kvtestbed("run", str(path), "--inventory", str(lab["inventory"]), "--results", str(results), timeout=600)
+    done = kvtestbed("run", str(path), "--inventory", str(lab["inventory"]), "--results", str(results),
+                     "--metrics-port", str(RUNNER_METRICS_PORT), timeout=600)
     assert done.returncode in (0, 1), (done.stdout[-4000:], done.stderr[-3000:])
     run_dir = max((p for p in results.iterdir() if p.name.endswith(name)), key=lambda p: p.stat().st_mtime)
     summary = json.loads((run_dir / "summary.json").read_text())

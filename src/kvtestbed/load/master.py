@@ -1,7 +1,7 @@
 """Drive the Locust master the locust role deployed on a loadgen host: the same LoadSpec, the load from its workers.
 
 One machine runs out of CPU for load long before a rack of servers does; users then point the scenario at the
-master on their hosts (scenario `load.on: hosts`). The master is driven through its own web API, as the web UI does
+master on their hosts (scenario `load.from: hosts`). The master is driven through its own web API, as the web UI does
 it: log in (kvload.webauth's form, the password read from the controller's secrets/), POST /swarm with the user
 classes, counts, run time and kvload's options (Locust copies form fields into its parsed options and hands them to
 every worker with the spawn message), poll /stats/requests until the run has stopped, then keep Locust's table and
@@ -175,7 +175,7 @@ def run_on_master(
     before = session.get("/stats/requests")
     workers = _idle_workers(endpoint, before)
     (out_dir / "load.json").write_text(json.dumps(
-        {**spec.__dict__, "on": endpoint.host, "master": endpoint.url, "workers": workers, "started": time.time()},
+        {**spec.__dict__, "from": endpoint.host, "master": endpoint.url, "workers": workers, "started": time.time()},
         indent=1) + "\n")  # fmt: skip
     answer = session.post("/swarm", swarm_form(spec, run_time_s))
     if not answer.get("success"):
@@ -225,7 +225,9 @@ def master_of(inventory: Inventory, secrets_dir: Path) -> MasterEndpoint:
     masters = [host for host in inventory.all_hosts() if host.vars.get("locust_role") == "master"]
     if len(masters) != 1:
         found = ", ".join(sorted(h.name for h in masters)) or "none"
-        raise LoadInputError(f"load.on hosts needs one host with locust_role: master in the inventory (found {found})")
+        raise LoadInputError(
+            f"load.from hosts needs one host with locust_role: master in the inventory (found {found})"
+        )
     host = masters[0]
     port = host.vars.get("locust_web_port", DEFAULT_WEB_PORT)
     address = host.vars.get("locust_web_host")

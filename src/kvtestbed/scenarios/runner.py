@@ -172,7 +172,7 @@ class ScenarioRun:
         self.load_known: dict[str, str] = {}
         self.load_thread: threading.Thread | None = None
         self.load_result: load_runner.LoadResult | None = None
-        self.load_master: load_master.MasterEndpoint | None = None  # load.on: hosts
+        self.load_master: load_master.MasterEndpoint | None = None  # load.from: hosts
         self._cut_short = False
         self.load_stop = threading.Event()  # set when the run is cut short: Locust gets SIGTERM
         self.versions: dict[str, str] = {}
@@ -325,7 +325,7 @@ class ScenarioRun:
             )  # fmt: skip
             self.load_known = load_runner.available_user_classes()
             load_runner.check(spec, self.load_known)
-            if load.on == "hosts":
+            if load.origin == "hosts":
                 # the master's workers read the secrets from their own copies (locust_password_files)
                 self.load_master = load_master.master_of(self.inventory, self.secrets_dir)
                 spec = load_master.on_the_hosts(spec, self.inventory, self.secrets_dir)
@@ -355,7 +355,7 @@ class ScenarioRun:
         self.load_thread = threading.Thread(target=run, name="locust", daemon=True)
         self.load_thread.start()
         self.event("runner", "load-started", {"users": list(spec.user_classes), "count": spec.users,
-                                              "on": master.host if master is not None else "controller"})
+                                              "from": master.host if master is not None else "controller"})
 
     def _join_load(self) -> None:
         """Wait for Locust's own end (bounded by the load runner's timeout); a run cut short does not wait."""

@@ -15,7 +15,7 @@ WRITER_FIELDS: Final = {"name": SCALAR, "group": SCALAR, "strategy": SCALAR, "ra
                         "key_prefix": SCALAR, "value_size": SCALAR, "host": SCALAR, "keys": SCALAR}
 AGENT_FIELDS: Final = {"name": SCALAR, "kind": SCALAR, "host": SCALAR, "config": FREE}
 LOAD_FIELDS: Final = {"users": [SCALAR], "count": SCALAR, "rate": SCALAR, "spawn_rate": SCALAR, "target": SCALAR,
-                      "processes": SCALAR, "options": FREE, "on": SCALAR}
+                      "processes": SCALAR, "options": FREE, "from": SCALAR}
 FAULT_FIELDS: Final = {"at": SCALAR, "for": SCALAR, "kind": SCALAR, "group": SCALAR, "target": SCALAR,
                        "service": SCALAR, "params": FREE}
 SLO_FIELDS: Final = {"figure": SCALAR, "op": SCALAR, "threshold": SCALAR}

@@ -34,7 +34,7 @@ from kvtestbed.scenarios.yamlfile import read_mapping
 
 _GROUP = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _USER_CLASS = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-LOAD_ON = ("controller", "hosts")  # where Locust runs (Load.on)
+LOAD_FROM = ("controller", "hosts")  # where Locust runs (Load.origin, `from:` in the file)
 _OPTION = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 __all__ = ["Agent", "Fault", "Load", "Needs", "Scenario", "ScenarioError", "Slo", "Writer", "load_scenario",
@@ -95,9 +95,10 @@ class Load:
     target: str  # an inventory group (resolved by the runner) or a URL (redis://..., nats://...)
     processes: int
     options: dict[str, str] = field(default_factory=dict)  # kvload options without --kvt-, e.g. keys: "1000"
-    # where Locust runs: "controller" (a headless Locust beside the runner) or "hosts" (the inventory's Locust
-    # master, locust_role: master, and its workers on the loadgen hosts: kvtestbed.load.master)
-    on: str = "controller"
+    # `from:` where Locust runs: "controller" (a headless Locust beside the runner) or "hosts" (the inventory's
+    # Locust master, locust_role: master, and its workers on the loadgen hosts: kvtestbed.load.master). Not `on:`,
+    # which YAML 1.1 reads as true.
+    origin: str = "controller"
 
 
 @dataclass(frozen=True)
@@ -371,9 +372,9 @@ def _load(raw: Any, run_s: float) -> Load | None:
         spawn_rate = number(load["spawn_rate"], ("load", "spawn_rate"))
         if spawn_rate <= 0:
             raise FieldError(("load", "spawn_rate"), f"{spawn_rate:g}: must be > 0")
-    on = choice(load.get("on", "controller"), ("load", "on"), LOAD_ON, "place for Locust")
-    if on == "hosts" and "processes" in load:
-        raise FieldError(("load", "processes"), "with on: hosts the workers are the loadgen hosts' (locust_workers): "
+    origin = choice(load.get("from", "controller"), ("load", "from"), LOAD_FROM, "place for Locust")
+    if origin == "hosts" and "processes" in load:
+        raise FieldError(("load", "processes"), "with from: hosts the workers are the loadgen hosts' (locust_workers): "
                                                 "leave processes out")
     target = text(load.get("target"), ("load", "target"))
     if "://" not in target and not _GROUP.match(target):
@@ -386,7 +387,7 @@ def _load(raw: Any, run_s: float) -> Load | None:
         target=target,
         processes=integer(load.get("processes", 1), ("load", "processes"), minimum=1, maximum=64),
         options=_options(load.get("options")),
-        on=on,
+        origin=origin,
     )
 
 

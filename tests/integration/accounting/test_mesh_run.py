@@ -96,7 +96,8 @@ def test_a_run_with_node_writers_and_the_conflicts_check(mesh_inventory: tuple[P
     scenario = tmp_path / "mesh-conflicts.yml"
     scenario.write_text(SCENARIO)
     results = tmp_path / "results"
-    done = kvtestbed("run", str(scenario), "--inventory", str(inventory), "--results", str(results), timeout=300)
+    done = kvtestbed("run", str(scenario), "--inventory", str(inventory), "--results", str(results),
+                     "--metrics-port", "0", timeout=300)
     assert done.returncode == 0, (done.returncode, done.stdout[-3000:], done.stderr[-3000:])
     (run_dir,) = [path for path in results.iterdir() if path.is_dir()]
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -59,7 +59,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
 def test_refused_with_one_line_and_exit_2(tmp_path: Path, files: dict[str, Path], override: str, expected: str) -> None:
     results = tmp_path / "results"
     done = kvtestbed("run", str(files["scenario"]), "--inventory", str(files["inventory"]), "--results",
-                     str(results), "--set", override, timeout=120)  # fmt: skip
+                     str(results), "--metrics-port", "0", "--set", override, timeout=120)  # fmt: skip
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr

@@ -1,4 +1,4 @@
-"""kvtestbed.load.master drives a deployed Locust master (scenario `load.on: hosts`): a real master with its web UI
+"""kvtestbed.load.master drives a deployed Locust master (scenario `load.from: hosts`): a real master with its web UI
 and login, two real workers and a real redis-server with an ACL user, all on loopback, runs of a few seconds.
 
 What the driver reports must be what the server did: every request Locust counts is a command the server counted,

@@ -163,7 +163,7 @@ def test_a_scenario_runs_against_servers_it_did_not_deploy(cluster: Cluster, tmp
     results = tmp_path / "results"
     started = time.monotonic()
     done = kvtestbed("run", str(scenario_file(tmp_path, SCENARIO)), "--inventory", str(cluster.inventory),
-                     "--results", str(results), timeout=300)  # fmt: skip
+                     "--metrics-port", "0", "--results", str(results), timeout=300)  # fmt: skip
     took = time.monotonic() - started
     assert done.returncode == 0, (done.returncode, done.stdout[-3000:], done.stderr[-3000:])
     (run_dir,) = [path for path in results.iterdir() if path.is_dir()]
@@ -189,7 +189,7 @@ def test_a_scenario_runs_against_servers_it_did_not_deploy(cluster: Cluster, tmp
 def test_a_fault_on_hosts_it_does_not_manage_is_refused(cluster: Cluster, tmp_path: Path) -> None:
     results = tmp_path / "results"
     done = kvtestbed("run", str(scenario_file(tmp_path, SCENARIO + KILL)), "--inventory", str(cluster.inventory),
-                     "--results", str(results), timeout=120)  # fmt: skip
+                     "--metrics-port", "0", "--results", str(results), timeout=120)  # fmt: skip
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr

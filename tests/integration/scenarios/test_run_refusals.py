@@ -42,7 +42,7 @@ all:
 
 def refused(tmp_path: Path, *args: str) -> str:
     results = tmp_path / "results"
-    done = kvtestbed("run", *args, "--results", str(results), timeout=120)
+    done = kvtestbed("run", *args, "--metrics-port", "0", "--results", str(results), timeout=120)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr

@@ -1,4 +1,4 @@
-"""Which master `load.on: hosts` drives, and the secrets files its workers read (their own copies), from the
+"""Which master `load.from: hosts` drives, and the secrets files its workers read (their own copies), from the
 inventory alone; anything the inventory cannot give is one line naming the variable to set."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def test_the_inventorys_port_user_and_web_address_win() -> None:
 def test_none_or_two_masters_is_one_line(master_vars: dict[str, Any], second: bool, found: str) -> None:
     with pytest.raises(LoadInputError) as caught:
         master_of(inventory(master_vars, second_master=second), SECRETS)
-    expected = f"load.on hosts needs one host with locust_role: master in the inventory (found {found})"
+    expected = f"load.from hosts needs one host with locust_role: master in the inventory (found {found})"
     assert str(caught.value) == expected
 
 
