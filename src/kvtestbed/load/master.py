@@ -36,6 +36,8 @@ DEFAULT_WEB_USER = "admin"
 DEFAULT_CONFIG_DIR = "/etc/kvtestbed/locust"
 WEB_PASSWORD_FILE = "locust-web-password"
 POLL_S = 1.0
+# how long a run waits for the master to be idle with all its workers (a worker is away --stop-timeout after a run)
+WORKERS_WAIT_S = 30.0
 # after the run time: the users' stop (--stop-timeout) and the workers' return, then give up on the table
 GRACE_S = 120.0
 
@@ -48,6 +50,7 @@ class MasterEndpoint:
     url: str  # http://address:port
     user: str
     password_file: Path
+    workers_expected: int = 0  # the inventory's locust_workers summed over its hosts; 0 = at least one
 
 
 class MasterError(RuntimeError):
@@ -140,21 +143,35 @@ def swarm_form(spec: LoadSpec, run_time_s: float) -> list[tuple[str, str]]:
     return form
 
 
-def ready_workers(endpoint: MasterEndpoint) -> int:
-    """Log in and check the master can take a run now: idle, with workers. Its worker count; MasterError if not."""
+def ready_workers(endpoint: MasterEndpoint, wait_s: float = WORKERS_WAIT_S) -> int:
+    """Log in and check the master can take a run now: idle, with its workers. Its worker count; MasterError if not."""
     session = _Session(endpoint)
     session.login()
-    return _idle_workers(endpoint, session.get("/stats/requests"))
+    return _idle_workers(endpoint, session, wait_s)
 
 
-def _idle_workers(endpoint: MasterEndpoint, table: dict[str, Any]) -> int:
-    state, workers = str(table.get("state", "")), int(table.get("worker_count", 0))
-    if state in ("spawning", "running", "cleanup"):
+def _idle_workers(endpoint: MasterEndpoint, session: _Session, wait_s: float) -> int:
+    """The master idle with every expected worker (or at least one when the inventory says no number), waiting up
+    to wait_s: after a run a worker is away for --stop-timeout (10 s) before it says ready again."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        table = session.get("/stats/requests")
+        state, workers = str(table.get("state", "")), int(table.get("worker_count", 0))
+        busy = state in ("spawning", "running", "cleanup", "stopping")
+        enough = workers >= max(1, endpoint.workers_expected)
+        if (not busy and enough) or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_S)  # a remote state to poll: nothing local to wait on
+    if busy:
         raise MasterError(f"Locust master on {endpoint.host} is running a test already ({state}): stop it in its "
                           f"web UI ({endpoint.url}) first")  # fmt: skip
     if workers < 1:
         raise MasterError(f"Locust master on {endpoint.host} has no worker connected: give a loadgen host "
                           "locust_workers and deploy")  # fmt: skip
+    if workers < endpoint.workers_expected:
+        raise MasterError(f"Locust master on {endpoint.host} has {workers} of the inventory's "
+                          f"{endpoint.workers_expected} workers connected after {wait_s:g} s: check "
+                          "kvtestbed-locust-worker@* on the loadgen hosts")  # fmt: skip
     return workers
 
 
@@ -164,6 +181,7 @@ def run_on_master(
     out_dir: Path,
     known: dict[str, str],
     stop: threading.Event | None = None,
+    wait_s: float = WORKERS_WAIT_S,
 ) -> LoadResult:
     """One run on the master's workers, until its own end (or `stop`), its table and histograms into out_dir."""
     run_time_s = check(spec, known)
@@ -172,8 +190,8 @@ def run_on_master(
     out_dir.mkdir(parents=True, exist_ok=True)
     session = _Session(endpoint)
     session.login()
+    workers = _idle_workers(endpoint, session, wait_s)
     before = session.get("/stats/requests")
-    workers = _idle_workers(endpoint, before)
     (out_dir / "load.json").write_text(json.dumps(
         {**spec.__dict__, "from": endpoint.host, "master": endpoint.url, "workers": workers, "started": time.time()},
         indent=1) + "\n")  # fmt: skip
@@ -233,9 +251,17 @@ def master_of(inventory: Inventory, secrets_dir: Path) -> MasterEndpoint:
     address = host.vars.get("locust_web_host")
     if not isinstance(address, str) or not address or "{{" in address:
         address = host.address
+    expected = sum(_count(h.vars.get("locust_workers")) for h in inventory.all_hosts())
     return MasterEndpoint(host=host.name, url=f"http://{address}:{port}",
                           user=str(host.vars.get("locust_web_user") or DEFAULT_WEB_USER),
-                          password_file=secrets_dir / WEB_PASSWORD_FILE)  # fmt: skip
+                          password_file=secrets_dir / WEB_PASSWORD_FILE, workers_expected=expected)  # fmt: skip
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def on_the_hosts(spec: LoadSpec, inventory: Inventory, secrets_dir: Path) -> LoadSpec:

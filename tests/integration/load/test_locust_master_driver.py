@@ -52,7 +52,7 @@ def start_master(tmp_path: Path, processes: list, workers: int) -> tuple[MasterE
             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
             env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)},
         ))  # fmt: skip
-    endpoint = MasterEndpoint("lg-1", f"http://{LOOPBACK}:{web_port}", WEB_USER, web_password)
+    endpoint = MasterEndpoint("lg-1", f"http://{LOOPBACK}:{web_port}", WEB_USER, web_password, workers_expected=workers)
     return endpoint, master_port
 
 
@@ -111,7 +111,11 @@ def test_bad_input_is_one_line_before_any_load(
 
     # no worker connected
     with pytest.raises(MasterError, match=r"^Locust master on lg-1 has no worker connected: .*locust_workers"):
-        run_on_master(spec_for(server, tmp_path), endpoint, tmp_path / "out", available_user_classes())
+        run_on_master(spec_for(server, tmp_path), endpoint, tmp_path / "out", available_user_classes(), wait_s=1)
+    # fewer workers than the inventory gives: named, after the wait
+    short = MasterEndpoint("lg-1", endpoint.url, WEB_USER, endpoint.password_file, workers_expected=2)
+    with pytest.raises(MasterError, match=r"^Locust master on lg-1 has no worker connected"):
+        ready_workers(short, wait_s=1)
     # a wrong password: refused, and the message does not carry either password
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-password\n")

@@ -40,6 +40,13 @@ def test_the_master_is_the_host_with_locust_role_master_on_the_roles_defaults() 
     endpoint = master_of(inventory({"locust_role": "master"}), SECRETS)
     assert (endpoint.host, endpoint.url, endpoint.user) == ("pc-2", "http://10.0.0.12:8089", "admin")
     assert endpoint.password_file == SECRETS / "locust-web-password"
+    assert endpoint.workers_expected == 0  # no host says locust_workers: at least one will do
+
+
+def test_the_expected_workers_are_the_inventorys_locust_workers() -> None:
+    inv = inventory({"locust_role": "master", "locust_workers": 2})
+    inv.host("pc-1").vars["locust_workers"] = "3"
+    assert master_of(inv, SECRETS).workers_expected == 5
 
 
 def test_the_inventorys_port_user_and_web_address_win() -> None:
