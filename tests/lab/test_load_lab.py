@@ -197,6 +197,8 @@ def test_the_scenario_runner_drives_the_deployed_master_and_its_workers(lab, tmp
     load = summary["load"]
     print("\nLAB HOSTS LOAD", json.dumps({k: v for k, v in load.items() if k.endswith((".count", "workers"))}))
     assert load["locust.workers"] == 2 and load["locust.failures"] == 0, load
+    # the Workload tab's audit as figures an SLO can name
+    assert load["locust.workload.ledger_audit.generated"] == KEYS and load["locust.workload.ledger_audit.lost"] == 0
     # every key came from the master's workers: the SETs Locust timed are the keys the ledger audited
     raw = run_dir / "raw" / "locust"
     stats = json.loads((raw / "stats.json").read_text())

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import math
+import re
 import threading
 import time
 import urllib.error
@@ -222,7 +224,9 @@ def _finish(
 ) -> LoadResult:
     hdr = session.get("/hdr")
     # the Workload tab's figures (kvload.webui: an expiry run's ledger audit, the agents' counters), as it showed them
-    (out_dir / "workload.json").write_text(json.dumps(session.get("/workload"), indent=1) + "\n")
+    workload = session.get("/workload")
+    (out_dir / "workload.json").write_text(json.dumps(workload, indent=1) + "\n")
+    rows = [row for row in workload.get("rows", []) if isinstance(row, dict)]
     # per request name, as headless Locust's --json-file lists them (its total row left out)
     stats = [row for row in table.get("stats", []) if isinstance(row, dict) and row.get("name") != "Aggregated"]
     (out_dir / "stats.json").write_text(json.dumps(table, indent=1) + "\n")
@@ -234,7 +238,7 @@ def _finish(
     if code == 0 and failures:
         code = 1  # as headless Locust exits with 1 when a request failed
     return LoadResult(
-        code, out_dir, stats, hdr, message or (f"{failures} failed requests" if failures else ""), workers
+        code, out_dir, stats, hdr, message or (f"{failures} failed requests" if failures else ""), workers, rows
     )
 
 
@@ -284,3 +288,23 @@ def on_the_hosts(spec: LoadSpec, inventory: Inventory, secrets_dir: Path) -> Loa
     options = {key: remote(value, f"option {key}:") if key.endswith("-file") else value
                for key, value in spec.options.items()}  # fmt: skip
     return replace(spec, password_file=remote(spec.password_file, "the password file"), options=options)
+
+
+def workload_figures(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The Workload tab's numeric cells of this run as figures, `workload.<section>.<figure>` in lower case with
+    `_` for anything but letters and digits ("ledger audit" / "processed twice (keys)" ->
+    workload.ledger_audit.processed_twice_keys), so an SLO can name them; text cells are left out."""
+    figures: dict[str, float] = {}
+    for row in rows:
+        try:
+            value = float(str(row.get("run", "")).replace(",", ""))
+        except ValueError:
+            continue
+        if not math.isfinite(value):
+            continue
+        figures[f"workload.{_slug(row.get('section'))}.{_slug(row.get('figure'))}"] = value
+    return figures
+
+
+def _slug(text: Any) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", str(text or "").lower()).strip("_")

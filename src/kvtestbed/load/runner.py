@@ -47,6 +47,7 @@ class LoadResult:
     hdr: dict[str, object]
     message: str  # the last line Locust or kvload printed on failure
     workers: int = 0  # Locust workers that ran the users (a deployed master's; 0 for a headless local run)
+    workload: list[dict[str, object]] = field(default_factory=list)  # a master's Workload tab rows (kvload.webui)
 
 
 def locust_binary() -> Path:

@@ -382,6 +382,7 @@ class ScenarioRun:
         figures["locust.failures"] = float(failures)
         if result.workers:
             figures["locust.workers"] = float(result.workers)
+        figures.update({f"locust.{k}": v for k, v in load_master.workload_figures(result.workload).items()})
         return figures
 
     def _collect_servers(self, when: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kvtestbed.inventory import Inventory
-from kvtestbed.load.master import master_of, on_the_hosts
+from kvtestbed.load.master import master_of, on_the_hosts, workload_figures
 from kvtestbed.load.runner import LoadInputError, LoadSpec
 
 SECRETS = Path("/srv/testbed/secrets")
@@ -79,3 +79,20 @@ def test_a_secret_the_hosts_do_not_have_names_the_variable_to_set() -> None:
         on_the_hosts(spec(), inv, SECRETS)
     assert str(caught.value) == ("load: option sentinel-password-file: sentinel-admin is not on the loadgen hosts: add "
                                  "it to locust_password_files (host pc-2) and deploy")  # fmt: skip
+
+
+def test_the_workload_tabs_numeric_cells_become_figures() -> None:
+    rows = [
+        {"section": "ledger audit", "figure": "lost", "run": "0", "total": "0"},
+        {"section": "ledger audit", "figure": "processed twice (keys)", "run": "2", "total": ""},
+        {"section": "expiry run", "figure": "keys requested", "run": "3,000"},
+        {"section": "expiry run", "figure": "run id / key prefix", "run": "ldlab / kvt:exp"},
+        {"section": "worker w1", "figure": "processed", "run": "1512"},
+        {"section": "expiry run", "figure": "lag", "run": "nan"},
+    ]
+    assert workload_figures(rows) == {
+        "workload.ledger_audit.lost": 0.0,
+        "workload.ledger_audit.processed_twice_keys": 2.0,
+        "workload.expiry_run.keys_requested": 3000.0,
+        "workload.worker_w1.processed": 1512.0,
+    }
