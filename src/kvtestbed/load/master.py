@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from kvtestbed.inventory import Inventory
 from kvtestbed.load.runner import LoadInputError, LoadResult, LoadSpec, check
 
@@ -38,6 +40,8 @@ DEFAULT_WEB_USER = "admin"
 DEFAULT_CONFIG_DIR = "/etc/kvtestbed/locust"
 WEB_PASSWORD_FILE = "locust-web-password"
 POLL_S = 1.0
+# how long the master may take from accepting a run (/swarm) to its start (test_start)
+START_WAIT_S = 30.0
 # how long a run waits for the master to be idle with all its workers (a worker is away --stop-timeout after a run)
 WORKERS_WAIT_S = 30.0
 # after the run time: the users' stop (--stop-timeout) and the workers' return, then give up on the table
@@ -100,6 +104,27 @@ class _Session:
         status, _, body = self._open(path)
         return self._json(path, status, body)
 
+    def text(self, path: str) -> str:
+        status, _, body = self._open(path)
+        if status != 200:
+            raise MasterError(f"Locust master on {self.endpoint.host}: {path} answered HTTP {status}")
+        return body.decode("utf-8", "replace")
+
+    def live(self) -> tuple[str, int, float]:
+        """(state, workers connected, requests counted) as the master has them now: from kvload's /metrics, which
+        reads the runner on each request, where /stats/requests is cached for 2 s or more (Locust doubles the cache
+        time when the page takes longer than that to build)."""
+        state, workers, requests = "", 0, 0.0
+        for family in text_string_to_metric_families(self.text("/metrics")):
+            for sample in family.samples:
+                if sample.name == "locust_state" and sample.value == 1:
+                    state = sample.labels.get("state", "")
+                elif sample.name == "locust_workers_count":
+                    workers = int(sample.value)
+                elif sample.name == "locust_requests_num_requests" and sample.labels.get("name") == "Aggregated":
+                    requests = sample.value
+        return state, workers, requests
+
     def post(self, path: str, form: list[tuple[str, str]]) -> dict[str, Any]:
         status, _, body = self._open(path, form)
         return self._json(path, status, body)
@@ -157,8 +182,7 @@ def _idle_workers(endpoint: MasterEndpoint, session: _Session, wait_s: float) ->
     to wait_s: after a run a worker is away for --stop-timeout (10 s) before it says ready again."""
     deadline = time.monotonic() + wait_s
     while True:
-        table = session.get("/stats/requests")
-        state, workers = str(table.get("state", "")), int(table.get("worker_count", 0))
+        state, workers, _ = session.live()
         busy = state in ("spawning", "running", "cleanup", "stopping")
         enough = workers >= max(1, endpoint.workers_expected)
         if (not busy and enough) or time.monotonic() >= deadline:
@@ -193,7 +217,11 @@ def run_on_master(
     session = _Session(endpoint)
     session.login()
     workers = _idle_workers(endpoint, session, wait_s)
-    before = session.get("/stats/requests")
+    # Locust's /swarm answers before the run has started (runner.start runs in a greenlet of its own), so a poll
+    # right after it can still see the last run's "stopped" and its table. kvload resets its histograms at each
+    # run's test_start and stamps /hdr's `since` with that moment: the run has begun when `since` changes (a value
+    # read on the master, so no clock is compared across hosts).
+    since_before = session.get("/hdr").get("since")
     (out_dir / "load.json").write_text(json.dumps(
         {**spec.__dict__, "from": endpoint.host, "master": endpoint.url, "workers": workers, "started": time.time()},
         indent=1) + "\n")  # fmt: skip
@@ -201,12 +229,19 @@ def run_on_master(
     if not answer.get("success"):
         return LoadResult(2, out_dir, [], {}, f"kvload: the master refused the run: {answer.get('message', answer)}")
 
+    started_by = time.monotonic() + START_WAIT_S
+    while session.get("/hdr").get("since") == since_before:
+        if time.monotonic() > started_by:
+            session.post("/stop", [])
+            never = f"kvload: the master on {endpoint.host} accepted the run but did not start it in {START_WAIT_S:g} s"
+            return _finish(session, out_dir, _final_table(session), workers, 2, never)
+        time.sleep(POLL_S / 4)  # a remote state to poll: nothing local to wait on
+
     deadline = time.monotonic() + run_time_s + GRACE_S
     stopped_by_us = False
-    table = before
     while time.monotonic() < deadline:
-        table = session.get("/stats/requests")
-        if table.get("state") == "stopped" and int(table.get("worker_count", 0)) >= workers:
+        state, connected, _ = session.live()
+        if state == "stopped" and connected >= workers:
             break
         if stop is not None and stop.is_set() and not stopped_by_us:
             session.post("/stop", [])
@@ -215,8 +250,19 @@ def run_on_master(
     else:
         session.post("/stop", [])
         late = f"kvload: the run on {endpoint.host} did not end within its run time + {GRACE_S:g} s; stopped"
-        return _finish(session, out_dir, table, workers, 1, late)
-    return _finish(session, out_dir, table, workers, 0, "")
+        return _finish(session, out_dir, _final_table(session), workers, 1, late)
+    return _finish(session, out_dir, _final_table(session), workers, 0, "")
+
+
+def _final_table(session: _Session) -> dict[str, Any]:
+    """Locust's table once its cache has caught up with the run's end: its total equals the live count."""
+    deadline = time.monotonic() + START_WAIT_S
+    while True:
+        table = session.get("/stats/requests")
+        total = next((row.get("num_requests") for row in table.get("stats", []) if row.get("name") == "Aggregated"), 0)
+        if table.get("state") == "stopped" and total == session.live()[2] or time.monotonic() > deadline:
+            return table
+        time.sleep(POLL_S)  # Locust's cached page: nothing local to wait on
 
 
 def _finish(

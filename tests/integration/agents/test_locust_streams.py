@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.binaries import unavailable
-from tests.support.servers import free_port
+from tests.support.servers import free_port, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +34,7 @@ def test_locust_drives_the_streams_ingress(redis_server, agents, tmp_path: Path)
             "worker": {"consumers": 2},
         },
     )
+    wait_port(port, timeout_s=30)  # the ingress may open a moment after the agent's metrics answer
     proc = subprocess.run(
         [
             str(LOCUST),

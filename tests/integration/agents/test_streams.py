@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import free_port
+from tests.support.servers import free_port, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +25,9 @@ def test_http_ingress_round_trip(kv_server, agents) -> None:
     agent = agents(
         "streams", _cfg(kv_server, {"mode": "http", "http_port": port, "timeout_s": 2.0}, {"consumers": 2})
     )
+    # the agent is ready once its metrics answer; its ingress listener may open a moment later (a loaded CI
+    # machine refused the first request)
+    wait_port(port, timeout_s=30)
     answered_by: Counter[str] = Counter()
     for _ in range(50):
         req = urllib.request.Request(f"http://127.0.0.1:{port}/request", data=b"hello", method="POST")

@@ -92,6 +92,16 @@ def test_a_run_on_the_masters_workers_counts_what_the_server_counts(
         assert (tmp_path / "out" / name).is_file(), name
     assert ready_workers(endpoint) == 2  # idle again, both workers back: the next run may start
 
+    # a second run at once: Locust's /swarm answers before the run starts, and its table is cached for 2 s, so a
+    # driver that trusted the first "stopped" it read would report the first run's table as the second's
+    before = commandstats(server)
+    again = run_on_master(spec_for(server, tmp_path), endpoint, tmp_path / "out2", available_user_classes())
+    after = commandstats(server)
+    assert again.returncode == 0, again.message
+    second = {row["method"]: int(row["num_requests"]) for row in again.stats}
+    assert second.get("GET", 0) == after["get calls"] - before["get calls"] > 0, (second, before, after)
+    assert sum(int(s["count"]) for s in again.hdr["requests"].values()) == sum(second.values())
+
 
 def test_the_form_carries_kvloads_options_as_parsed_option_names() -> None:
     spec = LoadSpec(user_classes=["KvGetUser", "KvSetUser"], target="redis://x:6379", users=8, run_time_s=20,
