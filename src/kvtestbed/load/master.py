@@ -4,13 +4,15 @@ One machine runs out of CPU for load long before a rack of servers does; users t
 master on their hosts (scenario `load.from: hosts`). The master is driven through its own web API, as the web UI does
 it: log in (kvload.webauth's form, the password read from the controller's secrets/), POST /swarm with the user
 classes, counts, run time and kvload's options (Locust copies form fields into its parsed options and hands them to
-every worker with the spawn message), poll /stats/requests until the run has stopped, then keep Locust's table and
-kvload's merged HdrHistograms (/hdr). The result has the shape of kvtestbed.load.runner's, so the scenario runner's
-figures are the same whichever machine generated the load.
+every worker with the spawn message), see the run begin (kvload's /hdr `since` changes) and end (kvload's live
+/metrics), then keep Locust's table, kvload's merged HdrHistograms (/hdr) and its Workload tab (/workload). The
+result has the shape of kvtestbed.load.runner's, so the scenario runner's figures are the same whichever machine
+generated the load.
 
 When is a run's table complete? A worker sends its statistics every 3 s, and none when it stops; after a stop it
 announces itself ready again only `--stop-timeout` (the role's locust_stop_timeout, 10 s) later, reporting all the
-while. So the run is over when the master says stopped and every worker that started the run is back.
+while. So the run is over when the master says stopped and every worker that started the run is back; Locust's
+/stats/requests is cached (2 s or more), so the final table is taken once its total equals the live count.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kvtestbed.inventory import Inventory
+from kvtestbed.inventory import Host, Inventory
 from kvtestbed.load.runner import LoadInputError, LoadResult, LoadSpec, check
 
 LOGIN_PATH = "/kvt-login"  # kvload.webauth.LOGIN_PATH (kvload is not imported here: it patches with gevent)
@@ -260,7 +262,7 @@ def _final_table(session: _Session) -> dict[str, Any]:
     while True:
         table = session.get("/stats/requests")
         total = next((row.get("num_requests") for row in table.get("stats", []) if row.get("name") == "Aggregated"), 0)
-        if table.get("state") == "stopped" and total == session.live()[2] or time.monotonic() > deadline:
+        if (table.get("state") == "stopped" and total == session.live()[2]) or time.monotonic() > deadline:
             return table
         time.sleep(POLL_S)  # Locust's cached page: nothing local to wait on
 
@@ -288,15 +290,20 @@ def _finish(
     )
 
 
-def master_of(inventory: Inventory, secrets_dir: Path) -> MasterEndpoint:
-    """The inventory's Locust master (the host with locust_role: master), as the locust role deployed it."""
+def _master_host(inventory: Inventory) -> Host:
+    """The one host with locust_role: master; LoadInputError when there is none or more than one."""
     masters = [host for host in inventory.all_hosts() if host.vars.get("locust_role") == "master"]
     if len(masters) != 1:
         found = ", ".join(sorted(h.name for h in masters)) or "none"
         raise LoadInputError(
             f"load.from hosts needs one host with locust_role: master in the inventory (found {found})"
         )
-    host = masters[0]
+    return masters[0]
+
+
+def master_of(inventory: Inventory, secrets_dir: Path) -> MasterEndpoint:
+    """The inventory's Locust master (the host with locust_role: master), as the locust role deployed it."""
+    host = _master_host(inventory)
     port = host.vars.get("locust_web_port", DEFAULT_WEB_PORT)
     address = host.vars.get("locust_web_host")
     if not isinstance(address, str) or not address or "{{" in address:
@@ -318,7 +325,7 @@ def on_the_hosts(spec: LoadSpec, inventory: Inventory, secrets_dir: Path) -> Loa
     """The spec with every secrets file named by its copy on the loadgen hosts: the locust role copies the files of
     locust_password_files to <locust_config_dir>/secrets/ on the master and every worker (the master hands the
     run's options, paths included, to its workers)."""
-    master = next(h for h in inventory.all_hosts() if h.vars.get("locust_role") == "master")
+    master = _master_host(inventory)
     copied = master.vars.get("locust_password_files") or []
     config_dir = str(master.vars.get("locust_config_dir") or DEFAULT_CONFIG_DIR)
 
