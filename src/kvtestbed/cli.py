@@ -46,11 +46,12 @@ def _inventory_vars(inventory: Path) -> dict:
     return next(iter(hostvars.values()), {})
 
 
-def _playbook(args: argparse.Namespace, playbook: str, extra: dict[str, object] | None = None) -> int:
+def _playbook(args: argparse.Namespace, playbook: str, extra: dict[str, object] | None = None,
+              strategy_env: dict[str, str] | None = None) -> int:
     root = project_root()
     inventory = resolve_inventory(root, args.inventory)
     outcome = run_playbook(root, playbook, inventory, extra_vars=extra, limit=getattr(args, "limit", None),
-                           tags=getattr(args, "tags", None), verbose=args.verbose)
+                           tags=getattr(args, "tags", None), verbose=args.verbose, strategy_env=strategy_env)
     if outcome.error:
         raise CliError(outcome.error, EXIT_BAD_INPUT if outcome.input_error else EXIT_FAILED)
     return 0
@@ -87,8 +88,14 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """site.yml (or --playbook); a whole deploy whose inputs and hosts are as the last one left them is skipped."""
+    from kvtestbed.deploy.strategy import StrategyError, strategy_env
+
+    try:
+        with_strategy = strategy_env(args.strategy)
+    except StrategyError as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT) from None
     if args.playbook != "site.yml" or args.limit or args.tags:
-        return _playbook(args, args.playbook)
+        return _playbook(args, args.playbook, strategy_env=with_strategy)
     from kvtestbed.deploy import fingerprint
     from kvtestbed.faults.registry import default_secrets_dir
     from kvtestbed.inventory import Inventory, InventoryError
@@ -108,7 +115,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                   "--force converges anyway")
             return 0
         print(f"deploy: converging: {state.reason}")
-    return _playbook(args, args.playbook, {"kvtestbed_deploy_fingerprint": digest})
+    return _playbook(args, args.playbook, {"kvtestbed_deploy_fingerprint": digest}, strategy_env=with_strategy)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -361,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--tags", help="only these tags")
     deploy.add_argument("--force", action="store_true",
                         help="converge even when nothing changed since the last deploy")
+    deploy.add_argument("--strategy", default="mitogen_linear", metavar="{mitogen_linear,linear}",
+                        help="Ansible strategy: Mitogen's (default, one Python per host: ~1/3 less time) "
+                             "or Ansible's own linear")
     deploy.set_defaults(func=cmd_deploy)
 
     agent = sub.add_parser("agent", help="run one workload agent")

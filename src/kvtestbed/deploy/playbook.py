@@ -20,11 +20,12 @@ class PlaybookOutcome:
 
 
 def run_playbook(root: Path, playbook: str, inventory: Path, extra_vars: dict[str, object] | None = None,
-                 limit: str | None = None, tags: str | None = None, verbose: bool = False) -> PlaybookOutcome:
+                 limit: str | None = None, tags: str | None = None, verbose: bool = False,
+                 strategy_env: dict[str, str] | None = None) -> PlaybookOutcome:
     with tempfile.NamedTemporaryFile(prefix="kvtestbed-error-", suffix=".json", delete=False) as handle:
         error_file = Path(handle.name)
     env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), KVTESTBED_ERROR_FILE=str(error_file),
-               ANSIBLE_FORCE_COLOR="0")
+               ANSIBLE_FORCE_COLOR="0", **(strategy_env or {}))
     if not verbose:
         env["ANSIBLE_STDOUT_CALLBACK"] = "kvtestbed"
     argv = [ansible_bin("ansible-playbook"), "-i", str(inventory), str(root / "playbooks" / playbook)]
