@@ -21,6 +21,7 @@ import redis
 
 from tests.support.lab import kvtestbed, lab_vars, run_playbook, ssh
 from tests.support.report_page import offline_console
+from tests.support.wait import wait_until
 
 LAB = "scnlab"
 SUBNET = "198.18.71"
@@ -119,6 +120,23 @@ faults:
   - {at: 8, for: 25, kind: kill, group: redis, target: primary}
 checks: [lost-writes, read-back, servers-agree]
 slo: ["clients.*.unavailability_s <= 30"]
+"""
+
+# the replica-count sweep: with min_replicas_to_write 1 (this lab's Redis), one replica left keeps writes going and
+# none left makes the primary refuse every write (NOREPLICAS): what the writers see proves the stops were real
+REPLICAS = """
+name: lab-replicas
+description: the Sentinel-managed set with 1, then 0 replicas attached while a writer writes
+tags: [lab-test]
+needs: {groups: [redis, sentinel]}
+warmup: 2s
+duration: 8s
+replicas: {redis: 1}
+writers:
+  - {name: default, group: redis, strategy: redis-py, rate: 100}
+checks: [lost-writes]
+slo: ["clients.*.lost == 0"]
+sweep: {replicas.redis: [1, 0]}
 """
 
 PARTITION = """
@@ -335,6 +353,44 @@ def test_a_partitioned_primary_is_measured_per_strategy_and_healed(lab, tmp_path
         tables = ssh(address, KEY, "nft list tables").stdout
         assert "kvtestbed_fault" not in tables, (address, tables)
     check_report(run_dir, tmp_path)
+
+
+def _replication(lab: dict[str, Any]) -> dict[str, str]:
+    host, port = sentinel_primary(lab)
+    admin = (lab["secrets"] / "redis-admin").read_text().strip()
+    with redis.Redis(host, port, username="admin", password=admin, decode_responses=True) as node:
+        return node.info("replication")
+
+
+def test_a_replica_count_sweep_stops_replicas_for_each_point_and_starts_them_again(lab) -> None:
+    path = lab["work"] / "lab-replicas.yml"
+    path.write_text(REPLICAS)
+    results = lab["work"] / "results-replicas"
+    done = kvtestbed("run", str(path), "--inventory", str(lab["inventory"]), "--results", str(results),
+                     "--metrics-port", str(RUNNER_METRICS_PORT), "--seed", "3", timeout=600)
+    assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-3000:])
+    runs = sorted(p for p in results.iterdir() if p.is_dir() and p.name.endswith("lab-replicas"))
+    summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
+    by_count = {s["engines"]["redis"]["replicas_attached"]: s for s in summaries}
+    assert sorted(by_count) == [0, 1], [s["engines"] for s in summaries]
+    for attached, summary in by_count.items():
+        engine = summary["engines"]["redis"]
+        assert summary["run"]["status"] == "passed", summary["run"]
+        assert len(engine["replicas_stopped"]) == 2 - attached and engine["primary"] not in engine["replicas_stopped"]
+        timeline = [json.loads(line) for line in
+                    (results / summary["run"]["id"] / "timeline.jsonl").read_text().splitlines()]
+        stopped = [e["detail"]["hosts"][0] for e in timeline if e["event"] == "replicas-detached"]
+        assert sorted(stopped) == sorted(engine["replicas_stopped"]), timeline
+        assert sum(e["event"] == "replicas-reattached" for e in timeline) == 2 - attached
+    one, none = by_count[1]["clients"]["default"], by_count[0]["clients"]["default"]
+    # one replica attached satisfies min-replicas-to-write 1: writes succeed; none attached: the primary refuses all
+    assert one["ok"] > 500 and one["fail"] == 0 and one["lost"] == 0, one
+    assert none["ok"] == 0 and none["fail"] > 500 and none["lost"] == 0, none
+    # afterwards every replica runs and is attached again
+    for address in HOSTS.values():
+        assert ssh(address, KEY, "systemctl is-active redis@6379").stdout.strip() == "active", address
+    wait_until(lambda: _replication(lab).get("connected_slaves") == 2, 60, what="both replicas attached again")
+    assert "compare-" in done.stdout and "replicas.redis" in done.stdout, done.stdout[-3000:]
 
 
 def test_the_agents_check_accounts_every_request_through_a_killed_and_a_paused_worker(lab, tmp_path: Path) -> None:

@@ -109,6 +109,10 @@ SUMMARY_SCHEMA: dict[str, Any] = {
                     "engine": {"enum": ["redis", "valkey", "keydb", "nats"]},
                     "version": STRING_OR_NULL,
                     "topology": {"type": "string"},
+                    # `replicas: {group: N}` in the scenario: what the run left attached and stopped
+                    "replicas_attached": COUNT,
+                    "replicas_stopped": {"type": "array", "items": {"type": "string"}},
+                    "primary": {"type": "string"},
                 },
             },
         },

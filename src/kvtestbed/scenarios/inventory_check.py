@@ -123,6 +123,17 @@ def check_against(scenario: Scenario, inventory_groups: Mapping[str, list[str]],
     for i, fault in enumerate(scenario.faults):
         _check_fault(inventory, fault, ("faults", i), require_group, fail)
 
+    for group, keep in scenario.replicas.items():
+        path = ("replicas", group)
+        require_group(group, path)
+        if inventory.engine(group) not in _KV_ENGINES or not inventory.has_primary(group):
+            raise fail(path, f"group {group!r} is not a replication set (a key-value group with a primary: "
+                             "topology replication or watched by Sentinel)")
+        replicas = len(inventory.hosts(group)) - 1
+        if keep > replicas:
+            raise fail(path, f"{keep} replicas: group {group!r} has {replicas} besides its primary "
+                             f"({', '.join(inventory.hosts(group))})")
+
     agent_hosts = inventory.hosts("agents")
     for i, agent in enumerate(scenario.agents):
         if agent.host is not None and agent.host not in agent_hosts:

@@ -15,6 +15,7 @@ The order of a run, and why:
 from __future__ import annotations
 
 import json
+import random
 import signal
 import sys
 import threading
@@ -61,7 +62,7 @@ from kvtestbed.remote import RemoteError, Remotes
 from kvtestbed.report import write_report
 from kvtestbed.results.store import RunDir
 from kvtestbed.results.summary import complete_summary
-from kvtestbed.scenarios import Scenario, ScenarioError, check_against, load_scenario
+from kvtestbed.scenarios import Scenario, ScenarioError, check_against, load_scenario, replicas
 from kvtestbed.scenarios import agents as agent_control
 from kvtestbed.scenarios.observer_figures import ObserverPayload, observer_figures
 from kvtestbed.scenarios.wiring import (
@@ -157,6 +158,8 @@ class ScenarioRun:
         self.remotes = Remotes()
         self.t0 = 0.0
         self.faults: list[tuple[Any, Fault]] = []
+        self.fault_ctx: Any = None
+        self.detached: list[replicas.Detached] = []  # `replicas:`: the replicas stopped for the whole run
         self.fault_threads: list[threading.Thread] = []
         self.writers: dict[str, Writer] = {}
         self.targets: dict[str, Any] = {}  # writer -> SentinelTarget | ClusterTarget | JetStreamTarget | NodeTarget
@@ -198,8 +201,9 @@ class ScenarioRun:
         for host in hosts.values():
             if not self.remotes(host).answers(timeout=10):
                 raise RunInputError(f"host {host.name} ({host.address}) does not answer on SSH: is it up?")
-        ctx = make_context(self.inventory, self.remotes, clock=self.clock, primary_of=self.primary_of,
-                           seed=self.options.seed, secrets_dir=self.secrets_dir)
+        ctx = self.fault_ctx = make_context(self.inventory, self.remotes, clock=self.clock,
+                                            primary_of=self.primary_of, seed=self.options.seed,
+                                            secrets_dir=self.secrets_dir)
         for index, entry in enumerate(s.faults):
             spec = {"kind": entry.kind, "group": entry.group, "target": entry.target, "for": entry.for_s,
                     "service": entry.service, "params": dict(entry.params)}
@@ -450,6 +454,7 @@ class ScenarioRun:
                     for entry, fault in self.faults:
                         self.metrics.fault_planned(fault.id, fault.kind, entry.group, entry.target)
                 self.versions = self._collect_servers("start")
+                self._detach_replicas()
                 self._start_agents()
                 self._start_writers()
                 self._start_load()
@@ -637,8 +642,31 @@ class ScenarioRun:
         except (FaultError, FaultUnsupported, RemoteError) as exc:
             self.errors.append(str(exc))
 
+    def _detach_replicas(self) -> None:
+        """`replicas: {group: N}`: stop the replicas beyond N for the whole run (scenarios/replicas.py)."""
+        s = self.scenario
+        if not s.replicas:
+            return
+        # the seed picks the same replicas again; a stream of its own so the scheduled faults' picks do not move
+        rng = random.Random(f"replicas-{self.options.seed}") if self.options.seed is not None else random.Random()
+        try:
+            replicas.detach(self.inventory, s.replicas, self.primary_of, self.fault_ctx,
+                            s.warmup_s + s.duration_s, rng, out=self.detached)
+        finally:
+            for entry in self.detached:
+                for fault in entry.faults:
+                    if fault.injected:
+                        hosts = [h.name for h in fault.targets]
+                        self.event("runner", "replicas-detached", {"id": fault.id, "group": entry.group,
+                                                                   "hosts": hosts})  # fmt: skip
+                        self.metrics.fault(fault.id, fault.kind, entry.group, "replicas", hosts, active=True)
+        for entry in self.detached:
+            self.say(f"  replicas {entry.group}: {entry.keep} attached to {entry.primary}, stopped for the run: "
+                     f"{', '.join(entry.stopped) or 'none'}")
+
     def _heal_faults(self) -> str | None:
-        """Heal every fault still in place (the run ended early or a thread failed); the first error, if any."""
+        """Heal every fault still in place (the run ended early or a thread failed), then start the replicas
+        `replicas:` stopped; the first error, if any."""
         for thread in self.fault_threads:
             thread.join(timeout=1.0 if self.stop.is_set() else None)
         problems = list(self.errors)
@@ -652,6 +680,15 @@ class ScenarioRun:
                                    active=False)
             if self.run_dir is not None and fault.injected:
                 self.run_dir.append_fault(fault.record())
+        problems += replicas.reattach(self.detached)
+        for entry in self.detached:
+            for fault in entry.faults:
+                if fault.injected:
+                    self.event("runner", "replicas-reattached", {"id": fault.id, "group": entry.group})
+                    self.metrics.fault(fault.id, fault.kind, entry.group, "replicas", [h.name for h in fault.targets],
+                                       active=False)
+                    if self.run_dir is not None:
+                        self.run_dir.append_fault(fault.record())
         return problems[0] if problems else None
 
     # -- after the run ---------------------------------------------------------------------------------
@@ -751,6 +788,9 @@ class ScenarioRun:
             if isinstance(kv, dict):
                 engines[group] = {"engine": kv.get("engine"), "version": self.versions.get(group),
                                   "topology": kv.get("topology")}
+                detached = next((d for d in self.detached if d.group == group), None)
+                if detached is not None:
+                    engines[group].update(detached.describe())
         return {
             "schema": 1,
             "run": {"id": self.run_dir.id if self.run_dir else "", "scenario": s.name, "description": s.description,

@@ -37,6 +37,9 @@ SCENARIO_FIELDS: Final[dict[str, Any]] = {
     "agents": [AGENT_FIELDS],
     "load": LOAD_FIELDS,
     "faults": [FAULT_FIELDS],
+    # {<group>: N}: N replicas stay attached to the group's primary for the run, the others are stopped (a sweep's
+    # axis: `sweep: {replicas.redis: [2, 1, 0]}`)
+    "replicas": FREE,
     "benchmarks": [BENCHMARK_FIELDS],
     "checks": [SCALAR],
     "slo": [SLO_FIELDS],  # an entry may also be one string "<figure> <op> <number>"

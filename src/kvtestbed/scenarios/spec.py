@@ -34,6 +34,7 @@ from kvtestbed.scenarios.yamlfile import read_mapping
 
 _GROUP = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _USER_CLASS = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_REPLICAS = 64  # replicas a `replicas:` entry may keep attached (a bound for typos, not a Redis limit)
 LOAD_FROM = ("controller", "hosts")  # where Locust runs (Load.origin, `from:` in the file)
 _OPTION = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -121,6 +122,8 @@ class Scenario:
     sweep_values: dict[str, Any] = field(default_factory=dict)  # the sweep's part of overrides (a sweep's x axis)
     document: dict[str, Any] = field(default_factory=dict)  # the mapping as run (overrides applied, no sweep)
     benchmarks: tuple[Benchmark, ...] = ()  # the engines' own tools, run from the measured phase's start
+    # {group: N}: replicas left attached to the group's primary for the whole run; the runner stops the others
+    replicas: dict[str, int] = field(default_factory=dict)
 
     def groups_used(self) -> tuple[str, ...]:
         """Every inventory group the scenario names, in first-use order."""
@@ -130,6 +133,7 @@ class Scenario:
         found.update(dict.fromkeys(w.group for w in self.writers))
         found.update(dict.fromkeys(f.group for f in self.faults))
         found.update(dict.fromkeys(b.group for b in self.benchmarks))
+        found.update(dict.fromkeys(self.replicas))
         if self.load and "://" not in self.load.target:
             found[self.load.target] = None
         return tuple(found)
@@ -203,6 +207,7 @@ def parse_scenario(document: dict[str, Any], source: str, overrides: dict[str, A
         slo=_check_accounting_slos(parse_slos(document.get("slo"), writer_names, _figure_sections(checks, benchmarks)),
                                    checks, writer_names),
         benchmarks=benchmarks,
+        replicas=_replicas(document.get("replicas")),
         source=source,
         overrides=dict(overrides or {}),
         sweep_values=dict(sweep_values or {}),
@@ -241,6 +246,16 @@ def _check_accounting_slos(slos: tuple[Slo, ...], checks: tuple[str, ...], write
                                                        schema.CONFLICT_FIGURES_PER_WRITER)))  # fmt: skip
         raise FieldError(("slo", i), f"unknown figure {slo.figure!r}: the conflicts check gives {known}")
     return slos
+
+
+def _replicas(value: Any) -> dict[str, int]:
+    """`replicas: {<group>: N}`; whether the group has a primary and N replicas is the inventory's check."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not value:
+        raise FieldError(("replicas",), "give a mapping {<group>: <replicas to keep attached>}, e.g. {redis: 1}")
+    return {_group(group, ("replicas",)): integer(count, ("replicas", str(group)), minimum=0, maximum=MAX_REPLICAS)
+            for group, count in value.items()}
 
 
 def _duration(document: dict[str, Any]) -> float:

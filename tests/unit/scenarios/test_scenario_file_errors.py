@@ -48,7 +48,7 @@ def both(*mutations: Mutation) -> Mutation:
 CASES: list[tuple[str, Mutation, str]] = [
     ("top-level typo", put("durration", 60),
      "durration: unknown field (known: name, description, tags, repeats, needs, warmup, duration, writers, agents, "
-     "load, faults, benchmarks, checks, slo, sweep)"),
+     "load, faults, replicas, benchmarks, checks, slo, sweep)"),
     ("name missing", drop("name"), "name: required"),
     ("name with a space", put("name", "my run"),
      "name: 'my run': use letters, digits, '-' and '_' only (it names files and figures)"),
@@ -170,6 +170,12 @@ CASES: list[tuple[str, Mutation, str]] = [
      "host, keys"),
     ("sweep index out of range", put("sweep", {"faults.5.for": [1, 2]}),
      "sweep.faults.5.for: faults has 2 entries (indices 0-1), no 5"),
+    ("replicas not a mapping", put("replicas", [1]),
+     "replicas: give a mapping {<group>: <replicas to keep attached>}, e.g. {redis: 1}"),
+    ("replicas negative", put("replicas", {"redis": -1}),
+     "replicas.redis: -1 is out of range: must be between 0 and 64"),
+    ("replicas not a number", put("replicas", {"redis": "two"}), "replicas.redis: give a whole number, not 'two'"),
+    ("replicas bad group", put("replicas", {"re dis": 1}), "replicas: 're dis' is not an inventory group name"),
     ("sweep too big", put("sweep", {"writers.0.rate": list(range(1, 20)), "duration": list(range(30, 50))}),
      "sweep: 380 combinations, more than 256: sweep fewer"),
 ]
@@ -189,6 +195,15 @@ def test_the_valid_scenario_loads(valid, write_scenario):
     (scenario,) = load_scenario(write_scenario(valid))
     assert (scenario.name, scenario.duration_s, scenario.warmup_s) == ("t", 60.0, 5.0)
     assert [f.kind for f in scenario.faults] == ["partition", "kill"]
+
+
+def test_a_replica_count_sweeps_into_one_scenario_per_count(valid, write_scenario):
+    valid["replicas"] = {"redis": 2}
+    valid["sweep"] = {"replicas.redis": [2, 1, 0]}
+    points = load_scenario(write_scenario(valid))
+    assert [p.replicas for p in points] == [{"redis": 2}, {"redis": 1}, {"redis": 0}]
+    assert [p.sweep_values for p in points] == [{"replicas.redis": 2}, {"replicas.redis": 1}, {"replicas.redis": 0}]
+    assert "redis" in points[0].groups_used()
 
 
 def test_a_sweep_point_is_named_in_the_error(valid, write_scenario):

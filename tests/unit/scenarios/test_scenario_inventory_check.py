@@ -73,6 +73,17 @@ CASES = [
     ("load target group", ["load.target=valkey9"],
      "load.target: group 'valkey9' is not in the inventory (groups: agents, keydb, lab, loadgen, loadgen_workers, "
      "monitoring, nats, pcs, pis, redis, redis_cluster, sentinel, valkey)"),
+    ("replicas of a group that is not there", ["replicas={redis9: 1}"],
+     "replicas.redis9: group 'redis9' is not in the inventory (groups: agents, keydb, lab, loadgen, loadgen_workers, "
+     "monitoring, nats, pcs, pis, redis, redis_cluster, sentinel, valkey)"),
+    ("replicas of a cluster", ["replicas={redis_cluster: 1}"],
+     "replicas.redis_cluster: group 'redis_cluster' is not a replication set (a key-value group with a primary: "
+     "topology replication or watched by Sentinel)"),
+    ("replicas of nats", ["replicas={nats: 1}"],
+     "replicas.nats: group 'nats' is not a replication set (a key-value group with a primary: topology replication "
+     "or watched by Sentinel)"),
+    ("more replicas than the group has", ["replicas={redis: 3}"],
+     "replicas.redis: 3 replicas: group 'redis' has 2 besides its primary (pi-1, pi-2, pi-3)"),
     ("load user class", ["load.users=[KvSetUser, KvSpamUser]"],
      "load.users[1]: unknown user class 'KvSpamUser' (KvSetUser, KvGetUser)"),
 ]
@@ -104,8 +115,10 @@ def test_an_empty_group_is_named(valid, write_scenario, lab_inventory):
     ["faults.0.params={shape: halves}", "faults.0.target=majority"],
     ["load.target=redis://198.18.0.11:6379"],
     ["faults.1.group=nats", "faults.1.target=leader:KVT_PIPELINE"],
+    ["replicas={redis: 0}"],
+    ["replicas={valkey: 1}"],  # replication without Sentinel
 ], ids=["valkey primary", "nats leader", "nats minority", "cluster host", "sentinel service", "halves",
-        "load URL", "stream leader"])
+        "load URL", "stream leader", "replicas none", "replicas valkey"])
 def test_targets_that_fit(valid, write_scenario, lab_inventory, assignments):
     check_against(scenario_with(valid, write_scenario, *assignments), *lab_inventory)
 

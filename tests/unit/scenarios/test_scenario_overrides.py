@@ -59,7 +59,8 @@ def test_a_set_value_is_checked_like_the_file(valid, write_scenario):
 
 @pytest.mark.parametrize(("assignment", "expected"), [
     ("durration=2m", "--set durration: unknown field 'durration': a scenario has name, description, tags, repeats, "
-                     "needs, warmup, duration, writers, agents, load, faults, benchmarks, checks, slo, sweep"),
+                     "needs, warmup, duration, writers, agents, load, faults, replicas, benchmarks, checks, slo, "
+                     "sweep"),
     ("faults.0.fro=20", "--set faults.0.fro: unknown field 'fro': faults[0] has at, for, kind, group, target, "
                         "service, params"),
     ("faults.2.for=20", "--set faults.2.for: faults has 2 entries (indices 0-1), no 2"),
