@@ -88,24 +88,33 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """site.yml (or --playbook); a whole deploy whose inputs and hosts are as the last one left them is skipped."""
-    from kvtestbed.deploy.strategy import StrategyError, strategy_env
+    from kvtestbed.deploy import strategy
+    from kvtestbed.inventory import Inventory, InventoryError
 
+    if args.strategy is not None and args.strategy not in strategy.STRATEGIES:
+        raise CliError(f"strategy {args.strategy!r}: not one of {', '.join(strategy.STRATEGIES)}", EXIT_BAD_INPUT)
+    root = project_root()
+    inventory_path = resolve_inventory(root, args.inventory)
     try:
-        with_strategy = strategy_env(args.strategy)
-    except StrategyError as exc:
+        inventory: Inventory | None = Inventory.load(inventory_path)
+    except InventoryError as exc:
+        if args.playbook == "site.yml" and not (args.limit or args.tags):
+            raise CliError(str(exc), EXIT_BAD_INPUT) from None
+        inventory = None  # the playbook's own preflight names what is wrong with it
+    connections = [str(h.vars.get("ansible_connection") or "") for h in inventory.hosts.values()] if inventory else []
+    chosen, why = strategy.choose(args.strategy, connections)
+    if why:
+        print(why)
+    try:
+        with_strategy = strategy.strategy_env(chosen)
+    except strategy.StrategyError as exc:
         raise CliError(str(exc), EXIT_BAD_INPUT) from None
     if args.playbook != "site.yml" or args.limit or args.tags:
         return _playbook(args, args.playbook, strategy_env=with_strategy)
     from kvtestbed.deploy import fingerprint
     from kvtestbed.faults.registry import default_secrets_dir
-    from kvtestbed.inventory import Inventory, InventoryError
 
-    root = project_root()
-    inventory_path = resolve_inventory(root, args.inventory)
-    try:
-        secrets_dir = default_secrets_dir(Inventory.load(inventory_path))
-    except InventoryError as exc:
-        raise CliError(str(exc), EXIT_BAD_INPUT) from None
+    secrets_dir = default_secrets_dir(inventory) if inventory else Path()
     digest = fingerprint.compute(root, inventory_path, secrets_dir, {"playbook": args.playbook})
     if not args.force:
         env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0")
@@ -368,9 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--tags", help="only these tags")
     deploy.add_argument("--force", action="store_true",
                         help="converge even when nothing changed since the last deploy")
-    deploy.add_argument("--strategy", default="mitogen_linear", metavar="{mitogen_linear,linear}",
-                        help="Ansible strategy: Mitogen's (default, one Python per host: ~1/3 less time) "
-                             "or Ansible's own linear")
+    deploy.add_argument("--strategy", metavar="{mitogen_linear,linear}",
+                        help="Ansible strategy: Mitogen's (the default, one Python per host: ~1/3 less time; "
+                             "linear when the inventory has ansible_connection: local hosts) or Ansible's own "
+                             "linear")
     deploy.set_defaults(func=cmd_deploy)
 
     agent = sub.add_parser("agent", help="run one workload agent")

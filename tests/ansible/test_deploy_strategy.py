@@ -78,3 +78,13 @@ def test_the_cli_refuses_a_bad_strategy_in_one_line_before_anything_runs(tmp_pat
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "strategy 'fast'" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_local_connection_hosts_get_ansibles_strategy_unless_mitogen_is_asked_for() -> None:
+    from kvtestbed.deploy.strategy import choose
+
+    assert choose(None, ["", "ssh", ""]) == ("mitogen_linear", None)
+    chosen, why = choose(None, ["", "local"])
+    assert chosen == "linear" and why and "ansible_connection: local" in why and "\n" not in why
+    assert choose("mitogen_linear", ["local"]) == ("mitogen_linear", None)
+    assert choose("linear", []) == ("linear", None)

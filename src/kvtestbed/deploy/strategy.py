@@ -7,10 +7,15 @@ costs ~0.3 CPU-s on the host (`python3 AnsiballZ_stat.py`: 0.2 s of it importing
 ~1,000-module deploy was CPU-bound on the hosts. First deploy of a fresh lab 520 s -> 347 s; an unchanged converge
 (`--force`) 205 s; 20 `stat`s on 5 hosts 32.5 -> 11.4 CPU-s. Ansible's own strategy stays one flag away
 (`--strategy linear`), and `ansible-playbook` run by hand or by Molecule uses it, so both paths stay exercised.
+
+Hosts with `ansible_connection: local` get Ansible's own strategy unless Mitogen is asked for by name: Mitogen
+does not know the local user and wraps `become` in sudo even when that user is already root (a machine without
+sudo then fails at its first task), where Ansible's local connection skips it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 STRATEGIES = ("mitogen_linear", "linear")
@@ -28,6 +33,17 @@ def mitogen_strategy_dir() -> Path | None:
     except ImportError:
         return None
     return Path(ansible_mitogen.__file__).resolve().parent / "plugins" / "strategy"
+
+
+def choose(requested: str | None, connections: Iterable[str]) -> tuple[str, str | None]:
+    """The strategy to run (`requested`, else the default) and, when the default gave way, why (one line).
+    `connections` are the inventory hosts' `ansible_connection` values."""
+    if requested is not None:
+        return requested, None
+    if any(str(c).strip().lower() == "local" for c in connections):
+        return "linear", ("deploy: Ansible's linear strategy: the inventory has ansible_connection: local hosts "
+                          "(Mitogen would wrap become in sudo there); --strategy mitogen_linear to insist")
+    return DEFAULT, None
 
 
 def strategy_env(strategy: str) -> dict[str, str]:
