@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from kvtestbed.deploy.playbook import run_playbook
+from kvtestbed.inventory import Inventory, InventoryError
 from kvtestbed.lab.status import STATE_DIR, format_table, lab_status
 from kvtestbed.project import ProjectError, ansible_bin, project_root, resolve_inventory
 
@@ -86,36 +87,44 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
     return 0 if all(h.state == "running" and h.ssh_ok for h in hosts) else 1
 
 
-def cmd_deploy(args: argparse.Namespace) -> int:
-    """site.yml (or --playbook); a whole deploy whose inputs and hosts are as the last one left them is skipped."""
+def _strategy_env(requested: str | None, inventory: Inventory | None) -> dict[str, str]:
+    """ansible-playbook's environment for the deploy's strategy (kvtestbed/deploy/strategy.py); one line when the
+    default gives way."""
     from kvtestbed.deploy import strategy
-    from kvtestbed.inventory import Inventory, InventoryError
 
-    if args.strategy is not None and args.strategy not in strategy.STRATEGIES:
-        raise CliError(f"strategy {args.strategy!r}: not one of {', '.join(strategy.STRATEGIES)}", EXIT_BAD_INPUT)
-    root = project_root()
-    inventory_path = resolve_inventory(root, args.inventory)
-    try:
-        inventory: Inventory | None = Inventory.load(inventory_path)
-    except InventoryError as exc:
-        if args.playbook == "site.yml" and not (args.limit or args.tags):
-            raise CliError(str(exc), EXIT_BAD_INPUT) from None
-        inventory = None  # the playbook's own preflight names what is wrong with it
-    connections = [str(h.vars.get("ansible_connection") or "") for h in inventory.hosts.values()] if inventory else []
-    chosen, why = strategy.choose(args.strategy, connections)
+    hosts = inventory.hosts.values() if inventory else []
+    chosen, why = strategy.choose(requested, [str(h.vars.get("ansible_connection") or "") for h in hosts])
     if why:
         print(why)
     try:
-        with_strategy = strategy.strategy_env(chosen)
+        return strategy.strategy_env(chosen)
     except strategy.StrategyError as exc:
         raise CliError(str(exc), EXIT_BAD_INPUT) from None
-    if args.playbook != "site.yml" or args.limit or args.tags:
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """site.yml (or --playbook); a whole deploy whose inputs and hosts are as the last one left them is skipped."""
+    from kvtestbed.deploy.strategy import STRATEGIES
+
+    if args.strategy is not None and args.strategy not in STRATEGIES:
+        raise CliError(f"strategy {args.strategy!r}: not one of {', '.join(STRATEGIES)}", EXIT_BAD_INPUT)
+    root = project_root()
+    inventory_path = resolve_inventory(root, args.inventory)
+    whole_site = args.playbook == "site.yml" and not (args.limit or args.tags)
+    inventory: Inventory | None
+    try:
+        inventory = Inventory.load(inventory_path)
+    except InventoryError as exc:
+        if whole_site:
+            raise CliError(str(exc), EXIT_BAD_INPUT) from None
+        inventory = None  # the playbook's own preflight names what is wrong with it
+    with_strategy = _strategy_env(args.strategy, inventory)
+    if not whole_site or inventory is None:
         return _playbook(args, args.playbook, strategy_env=with_strategy)
     from kvtestbed.deploy import fingerprint
     from kvtestbed.faults.registry import default_secrets_dir
 
-    secrets_dir = default_secrets_dir(inventory) if inventory else Path()
-    digest = fingerprint.compute(root, inventory_path, secrets_dir, {"playbook": args.playbook})
+    digest = fingerprint.compute(root, inventory_path, default_secrets_dir(inventory), {"playbook": args.playbook})
     if not args.force:
         env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0")
         state = fingerprint.hosts_state(root, inventory_path, digest, env)
@@ -211,8 +220,6 @@ def format_load_summary(hdr: dict, stats: list) -> str:
 
 
 def _fault_inventory(args: argparse.Namespace):
-    from kvtestbed.inventory import Inventory, InventoryError
-
     try:
         return Inventory.load(resolve_inventory(project_root(), args.inventory))
     except InventoryError as exc:
