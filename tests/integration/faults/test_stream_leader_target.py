@@ -29,8 +29,17 @@ async def _create_and_ask(url: str, stream: str, replicas: int) -> str:
     try:
         js = client.jetstream(timeout=5)
         await js.add_stream(name=stream, subjects=[f"{stream.lower()}.>"], num_replicas=replicas)
-        info = await js.stream_info(stream)
-        return str(info.cluster.leader) if info.cluster and info.cluster.leader else ""
+        # the stream's leader can be unknown for a moment after its creation (seen in CI on a loaded machine: no
+        # leader in 9 tries): ask again, bounded
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            info = await js.stream_info(stream)
+            if info.cluster and info.cluster.leader:
+                return str(info.cluster.leader)
+            if loop.time() >= deadline:
+                return ""
+            await asyncio.sleep(0.1)
     finally:
         await client.close()
 

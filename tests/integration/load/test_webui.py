@@ -108,7 +108,9 @@ def test_seed_000_runs_from_the_form_and_the_workload_tab_shows_the_audit(
             shot = tools.call("Page.captureScreenshot", format="png")["data"]
             Path(os.environ["KVTESTBED_WEBUI_SCREENSHOT"]).write_bytes(__import__("base64").b64decode(shot))
         # the run stopped by itself after its final audit: Locust's own status says so
-        wait_until(lambda: run_stopped(tools), 15, 0.25, "the run stopped by itself")
+        # bounded generously: Locust stops its users (--stop-timeout 5) and the page polls its state every 2 s; in
+        # CI, beside the lab queue, 15 s was once not enough
+        wait_until(lambda: run_stopped(tools), 60, 0.25, "the run stopped by itself")
         stats = fetch_json(tools, "/stats/requests")
 
         def hdr_tab() -> dict[tuple[str, str], list[str]] | None:
