@@ -48,10 +48,9 @@ def detach(inventory: Inventory, wanted: dict[str, int], primary_of: Callable[[s
            run_length_s: float, rng: random.Random, out: list[Detached]) -> None:
     """Stop the replicas beyond each group's N, appending to `out` as it goes, so that when a host refuses
     (FaultError) the caller still holds, and heals, every replica already stopped."""
-    done = out
     for group, keep in wanted.items():
         detached = plan(inventory, group, keep, primary_of(group), rng)
-        done.append(detached)
+        out.append(detached)
         for host in detached.stopped:
             spec = {"kind": "stop", "group": group, "target": host, "for": run_length_s + DEADMAN_MARGIN_S,
                     "service": "kv", "params": {}, "id": _fault_id(group, host)}

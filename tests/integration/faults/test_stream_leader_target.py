@@ -24,24 +24,29 @@ def _inventory(servers: list[NatsServer]) -> Inventory:
     return Inventory.from_listing("test", listing)
 
 
-async def _create_and_ask(url: str, stream: str, replicas: int) -> str:
+async def _create(url: str, stream: str, replicas: int) -> None:
     client = await nats.connect(url)
     try:
-        js = client.jetstream(timeout=5)
-        await js.add_stream(name=stream, subjects=[f"{stream.lower()}.>"], num_replicas=replicas)
-        # the stream's leader can be unknown for a moment after its creation (seen in CI on a loaded machine: no
-        # leader in 9 tries): ask again, bounded
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while True:
-            info = await js.stream_info(stream)
-            if info.cluster and info.cluster.leader:
-                return str(info.cluster.leader)
-            if loop.time() >= deadline:
-                return ""
-            await asyncio.sleep(0.1)
+        await client.jetstream(timeout=5).add_stream(name=stream, subjects=[f"{stream.lower()}.>"],
+                                                     num_replicas=replicas)
     finally:
         await client.close()
+
+
+async def _leader(url: str, stream: str) -> str:
+    client = await nats.connect(url)
+    try:
+        info = await client.jetstream(timeout=5).stream_info(stream)
+        return str(info.cluster.leader) if info.cluster and info.cluster.leader else ""
+    finally:
+        await client.close()
+
+
+def _create_and_ask(url: str, stream: str, replicas: int) -> str:
+    """The new stream's leader. It can be unknown for a moment after the creation (seen in CI on a loaded machine:
+    no leader in 9 tries), so it is asked again until known, bounded."""
+    asyncio.run(_create(url, stream, replicas))
+    return wait_until(lambda: asyncio.run(_leader(url, stream)), 10, 0.1, f"a leader for {stream}")
 
 
 def test_stream_leader_is_asked_of_the_servers(nats_cluster_servers: list[NatsServer]) -> None:
@@ -53,7 +58,7 @@ def test_stream_leader_is_asked_of_the_servers(nats_cluster_servers: list[NatsSe
     leaders = {}
     for i in range(9):
         name = f"LEADTEST{i}"
-        leaders[name] = asyncio.run(_create_and_ask(servers[i % len(servers)].url, name, replicas=1))
+        leaders[name] = _create_and_ask(servers[i % len(servers)].url, name, replicas=1)
         if leaders[name] and leaders[name] != meta:
             break
     name, expected = next((n, leader) for n, leader in leaders.items() if leader and leader != meta)
