@@ -38,6 +38,7 @@ SENTINEL_PASSWORD = "sentinel-secret"
 ACL_USER = ("--user", WRITER_USER, "on", f">{WRITER_PASSWORD}", "~*", "&*", "+@all")
 RATE = 200.0
 DOWN_AFTER_MS = 1000
+KILL_REPLY_SLACK_S = 0.5  # how long after a SIGKILL a reply the server sent before it may still be read
 
 
 def addr(server: RedisServer) -> str:
@@ -234,7 +235,10 @@ def test_sigkill_of_the_primary(trio: Callable[..., SentinelTrio], writers: list
             on_new = [op.t_end for op in acknowledged if op.node == new and op.t_end is not None]
             gap = min(on_new) - max(on_old)
             assert entry["unavailability_s"] >= gap - 1e-6
-            assert entry["unavailability_window"][0] <= t_inject <= entry["unavailability_window"][1]
+            # The window opens at the last success before the kill, which a client may still read a moment after
+            # the signal went out (a reply already in its socket; seen in CI: 2.5 ms after, on a loaded machine).
+            start, end = entry["unavailability_window"]
+            assert start <= t_inject + KILL_REPLY_SLACK_S and t_inject <= end
             assert entry["latency_us"]["p50"] is not None and entry["ops_per_s"] > 0
 
 

@@ -42,29 +42,43 @@ async def _leader(url: str, stream: str) -> str:
         await client.close()
 
 
-def _create_and_ask(url: str, stream: str, replicas: int) -> str:
-    """The new stream's leader. It can be unknown for a moment after the creation (seen in CI on a loaded machine:
-    no leader in 9 tries), so it is asked again until known, bounded."""
-    asyncio.run(_create(url, stream, replicas))
-    return wait_until(lambda: asyncio.run(_leader(url, stream)), 10, 0.1, f"a leader for {stream}")
+async def _step_down(url: str, stream: str) -> None:
+    """Ask the stream's leader to hand over to another of its replicas (JetStream's own API)."""
+    client = await nats.connect(url)
+    try:
+        await client.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
+    finally:
+        await client.close()
+
+
+def _leader_now(url: str, stream: str, other_than: str = "") -> str:
+    """The stream's leader once one is known (and differs from `other_than`). It can be unknown for a moment after
+    a creation or a stepdown, more so on a loaded machine, so it is asked again until known, bounded."""
+
+    def known() -> str:
+        leader = asyncio.run(_leader(url, stream))
+        return leader if leader and leader != other_than else ""
+
+    return wait_until(known, 15, 0.1, f"a leader for {stream}")
 
 
 def test_stream_leader_is_asked_of_the_servers(nats_cluster_servers: list[NatsServer]) -> None:
     servers = nats_cluster_servers
     inventory = _inventory(servers)
-    # R1 streams created through each server in turn until one lands away from the meta leader: then the two
-    # targets must differ
     meta = nats_meta_leader(inventory, "nats")
-    leaders = {}
-    for i in range(9):
-        name = f"LEADTEST{i}"
-        leaders[name] = _create_and_ask(servers[i % len(servers)].url, name, replicas=1)
-        if leaders[name] and leaders[name] != meta:
-            break
-    name, expected = next((n, leader) for n, leader in leaders.items() if leader and leader != meta)
-    # /jsz may lag the stream's creation by a moment: poll (bounded) until a server reports it
-    found = wait_until(lambda: _quiet_leader(inventory, name), 10, 0.1, f"a leader for {name} in /jsz")
-    assert found == expected != meta
+    # An R3 stream whose leader is moved off the meta leader with a stepdown when it lands there, so the two targets
+    # differ by construction. (Creating R1 streams until one lands elsewhere was left to placement, and on a loaded
+    # CI machine 9 of 9 landed on the meta leader.)
+    name = "LEADTEST"
+    url = servers[0].url
+    asyncio.run(_create(url, name, replicas=3))
+    expected = _leader_now(url, name)
+    if expected == meta:
+        asyncio.run(_step_down(url, name))
+        expected = _leader_now(url, name, other_than=meta)
+    # /jsz may lag the leader change by a moment: poll (bounded) until a server reports the one stream_info named
+    found = wait_until(lambda: _quiet_leader(inventory, name) == expected, 15, 0.1, f"{expected} leads {name} in /jsz")
+    assert found and expected != meta
     (host,) = resolve(inventory, "nats", f"leader:{name}", rng=__import__("random").Random(1))
     assert host.name == expected
 

@@ -107,10 +107,19 @@ def test_seed_000_runs_from_the_form_and_the_workload_tab_shows_the_audit(
             tools.call("Emulation.setDeviceMetricsOverride", width=1400, height=2400, deviceScaleFactor=1, mobile=False)
             shot = tools.call("Page.captureScreenshot", format="png")["data"]
             Path(os.environ["KVTESTBED_WEBUI_SCREENSHOT"]).write_bytes(__import__("base64").b64decode(shot))
-        # the run stopped by itself after its final audit: Locust's own status says so
+        # the run stopped by itself after its final audit: Locust's own state says so, then its header
         # bounded generously: Locust stops its users (--stop-timeout 5) and the page polls its state every 2 s; in
-        # CI, beside the lab queue, 15 s was once not enough
-        wait_until(lambda: run_stopped(tools), 60, 0.25, "the run stopped by itself")
+        # CI, beside the lab queue, 15 s was once not enough and 60 s for the header once too (state not recorded
+        # then: a failure now names Locust's state and its log's end)
+        def locust_state() -> str:
+            return str(fetch_json(tools, "/stats/requests").get("state", ""))
+
+        try:
+            wait_until(lambda: locust_state() == "stopped", 60, 0.5, "Locust's state stopped")
+            wait_until(lambda: run_stopped(tools), 30, 0.25, "the header showing STOPPED")
+        except AssertionError as exc:
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            raise AssertionError(f"{exc}; state {locust_state()!r}; locust log ends:\n" + "\n".join(tail)) from None
         stats = fetch_json(tools, "/stats/requests")
 
         def hdr_tab() -> dict[tuple[str, str], list[str]] | None:
