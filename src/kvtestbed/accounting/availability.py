@@ -109,6 +109,13 @@ SERVER_SWITCH_EVENTS: dict[str, tuple[str, str | None]] = {
 }
 
 
+def faults_on_hosts(records: Iterable[dict[str, Any]], hosts: Iterable[str]) -> list[dict[str, Any]]:
+    """The fault records (faults.jsonl objects, in injection order) that hit at least one of `hosts`: a writer's
+    failover is timed from the first fault on its own group, not from a fault elsewhere in the run."""
+    wanted = set(hosts)
+    return [r for r in records if wanted & set(r.get("hosts") or ())]
+
+
 def servers_failover(timeline: Iterable[dict[str, Any]], service: str | None = None) -> list[dict[str, Any]]:
     """[{source, t, from, to}] for each switch the servers announced, earliest hearing of each: the Sentinels'
     `+switch-master`, the cluster watch's `+failover`, the stream leader watch's `+leader` (a first sighting of a

@@ -49,7 +49,7 @@ from kvtestbed.accounting import (
     value_index,
 )
 from kvtestbed.accounting.agents import account_agents, drain_state
-from kvtestbed.accounting.availability import compare_failover, servers_failover
+from kvtestbed.accounting.availability import compare_failover, faults_on_hosts, servers_failover
 from kvtestbed.faults import Fault, FaultError, FaultSpecError, FaultUnsupported, heal_all, make_context, make_fault
 from kvtestbed.faults.registry import default_secrets_dir
 from kvtestbed.inventory import Host, Inventory, InventoryError
@@ -711,6 +711,10 @@ class ScenarioRun:
         index = value_index(all_ops)  # writers sharing keys see each other's writes in the read-back
         for names in by_target.values():
             target = self.targets[names[0]]
+            group = next(w.group for w in self.scenario.writers if w.name == names[0])
+            # a writer's failover is timed from the first fault on a host of its own group: a fault elsewhere in the
+            # run (a paused agent, another store) is not the one it fails over from
+            on_group = faults_on_hosts(records, {h.name for h in self.inventory.group(group)})
             sentinel = isinstance(target, SentinelTarget)
             if sentinel:
                 agreed_primary(target, timeout_s=SETTLE_TIMEOUT_S)
@@ -718,18 +722,17 @@ class ScenarioRun:
             strategies = {w.name: w.strategy for w in self.scenario.writers if w.name in names}
             if isinstance(target, NodeTarget):
                 read = self._group_read(target.nodes.group, all_ops)
-                clients.update(check_run_nodes(ops, {n: self.targets[n] for n in names}, read, measure, records,
+                clients.update(check_run_nodes(ops, {n: self.targets[n] for n in names}, read, measure, on_group,
                                                index))  # fmt: skip
             else:
-                clients.update(check_run_any(ops, strategies, target, measure, records, timeout_s=SETTLE_TIMEOUT_S,
+                clients.update(check_run_any(ops, strategies, target, measure, on_group, timeout_s=SETTLE_TIMEOUT_S,
                                              index=index))  # fmt: skip
             for name in names:
-                if records and records[0].get("t_inject") is not None:
-                    both = compare_failover(ops[name], float(records[0]["t_inject"]), switches,
+                if on_group and on_group[0].get("t_inject") is not None:
+                    both = compare_failover(ops[name], float(on_group[0]["t_inject"]), switches,
                                             kind=kind_of(target))  # fmt: skip
                     clients[name]["failover_vs_servers"] = both
             if sentinel:
-                group = next(w.group for w in self.scenario.writers if w.name == names[0])
                 self.event("runner", "primary", {"group": group, "host": self.primary_of(group)})
         if "conflicts" in self.scenario.checks:
             self.conflicts = self._check_conflicts(all_ops)

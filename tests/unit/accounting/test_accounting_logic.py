@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kvtestbed.accounting import OpLog, OpRecord, check_client, decide, failover, read_ops, unavailability
-from kvtestbed.accounting.availability import servers_failover
+from kvtestbed.accounting.availability import faults_on_hosts, servers_failover
 from kvtestbed.accounting.strategies import SentinelView
 
 A, B = "10.0.0.1:6379", "10.0.0.2:6379"
@@ -60,3 +60,16 @@ def test_servers_failover_keeps_the_earliest_hearing() -> None:
     events = [{"t": t, "source": "sentinel", "event": "+switch-master", "detail": {"master": "m", "from": A, "to": B}}
               for t in (3.2, 3.0, 3.1)]
     assert servers_failover(events) == [{"source": "sentinel", "t": 3.0, "from": A, "to": B}]
+
+
+def test_a_writers_failover_is_timed_from_the_first_fault_on_its_own_group() -> None:
+    # all-workloads.yml: an agent on pc-2 paused at 15 s, the Redis primary (pi-2) killed at 25 s; the Redis writer's
+    # failover counted from the pause read 14.27 s instead of 4.27 s
+    pause = {"id": "pause-1", "kind": "pause", "hosts": ["pc-2"], "t_inject": 15.0}
+    kill = {"id": "kill-1", "kind": "kill", "hosts": ["pi-2"], "t_inject": 25.0}
+    partition = {"id": "partition-1", "kind": "partition", "hosts": ["pi-1", "pc-1"], "t_inject": 40.0}
+    records = [pause, kill, partition]
+    assert faults_on_hosts(records, {"pi-1", "pi-2", "pi-3"}) == [kill, partition]
+    assert faults_on_hosts(records, ["pc-1", "pc-2"]) == [pause, partition]
+    assert faults_on_hosts(records, ["pc-9"]) == []
+    assert faults_on_hosts([{"id": "x", "hosts": None}], ["pi-1"]) == []
