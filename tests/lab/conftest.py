@@ -1,4 +1,5 @@
-"""Lab tests bring up labs of their own (own lab_name, bridge and subnet) and always take them down."""
+"""Lab tests bring up labs of their own (own lab_name, bridge and subnet) and always take them down; test_default_lab.py
+uses the shipped default lab (no other test does) and leaves one it found up as it was."""
 
 from __future__ import annotations
 

@@ -46,3 +46,15 @@ def test_cluster_mode_required(tmp_path: Path) -> None:
     path.write_text("target: {mode: nodes, nodes: [{host: h, port: 6379}]}\n")
     with pytest.raises(ConfigError, match="cluster"):
         load_config(path, HotkeysConfig, environ={})
+
+
+def test_counters_of_both_phases_exist_at_zero_before_any_op() -> None:
+    # an error-free run must still export kvt_hotkeys_errors, or the dashboards' error rate has nothing to read
+    from kvagent.workloads.hotkeys.agent import HotkeysAgent
+    from prometheus_client import generate_latest
+
+    agent = HotkeysAgent(load_config(EXAMPLES / "hotkeys.yaml", HotkeysConfig, environ={}))
+    text = generate_latest(agent.registry).decode()
+    for phase in ("hot", "sharded"):
+        assert f'kvt_hotkeys_errors_total{{phase="{phase}"}} 0.0' in text
+        assert f'kvt_hotkeys_ops_total{{phase="{phase}"}} 0.0' in text

@@ -45,3 +45,15 @@ def test_bad_configs(tmp_path: Path, text: str, needle: str) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError, match=needle):
         load_config(path, PipelineConfig, environ={})
+
+
+@pytest.mark.parametrize("name", ["pipeline-route-high.yaml", "pipeline-route-low.yaml"])
+def test_a_routes_counters_exist_at_zero_before_any_event(name: str) -> None:
+    # a run without a redelivery must still export kvt_pipeline_redelivered for the dashboards' rate
+    from kvagent.workloads.pipeline.agent import PipelineRoute
+    from prometheus_client import generate_latest
+
+    config = load_config(EXAMPLES / name, PipelineConfig, environ={})
+    text = generate_latest(PipelineRoute(config).registry).decode()
+    for counter in ("routed", "skipped", "redelivered"):
+        assert f'kvt_pipeline_{counter}_total{{route="{config.route.route}"}} 0.0' in text

@@ -118,6 +118,9 @@ class HotkeysAgent(AgentBase):
         r = self.registry
         self.m_ops = Counter("kvt_hotkeys_ops", "Operations completed", ["phase"], registry=r)
         self.m_errors = Counter("kvt_hotkeys_errors", "Operations failed", ["phase"], registry=r)
+        for phase in PHASES:  # at 0 from the start: an error-free run still has its errors series (rate() 0)
+            self.m_ops.labels(phase)
+            self.m_errors.labels(phase)
         self.g_node_ops = Gauge(
             "kvt_hotkeys_node_ops", "Per-node ops in the last phase", ["phase", "node"], registry=r
         )

@@ -313,6 +313,10 @@ class PipelineRoute(AgentBase):
         self.m_dup = Counter(
             "kvt_pipeline_redelivered", "Redelivered events already stored", ["route"], registry=r
         )
+        # this route's series exist from the start at 0, so rate() and the recording rules have a series to
+        # read before the first (possibly never) redelivery: Prometheus's advice on labels known in advance
+        for counter in (self.m_routed, self.m_skipped, self.m_dup):
+            counter.labels(self.route)
         self.g_pending = Gauge(
             "kvt_pipeline_consumer_pending", "Durable consumer lag", ["route", "kind"], registry=r
         )
