@@ -6,6 +6,8 @@ set -euo pipefail
 
 packages=(systemd-container debootstrap nftables iproute2 openssh-client rsync python3-venv
           redis-server redis-tools nats-server chrony chromium
+          # the pi4b-arm64 lab host: an arm64 userland run under QEMU user emulation (binfmt_misc)
+          qemu-user-static binfmt-support
           # KeyDB is built once on the controller from a release archive (make keydb, roles/kvstore)
           build-essential autoconf libtool tcl uuid-dev libcurl4-openssl-dev libssl-dev libsystemd-dev pkg-config)
 missing=()
@@ -45,4 +47,12 @@ fi
 for unit in redis-server valkey-server nats-server prometheus prometheus-redis-exporter; do
   systemctl disable --now "$unit" >/dev/null 2>&1 || true
 done
+# binfmt_misc: mounted where no systemd mounted it, and QEMU's aarch64 entry enabled (with the F flag Debian
+# registers it with, so containers run aarch64 binaries without QEMU in their root)
+if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+fi
+if [ -e /proc/sys/fs/binfmt_misc/status ] && ! grep -qs '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
+  update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+fi
 echo "install-deps: ok"

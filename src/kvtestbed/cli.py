@@ -133,7 +133,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                   "--force converges anyway")
             return 0
         print(f"deploy: converging: {state.reason}")
-    return _playbook(args, args.playbook, {"kvtestbed_deploy_fingerprint": digest}, strategy_env=with_strategy)
+    code = _playbook(args, args.playbook, {"kvtestbed_deploy_fingerprint": digest}, strategy_env=with_strategy)
+    after = fingerprint.compute(root, inventory_path, default_secrets_dir(inventory), {"playbook": args.playbook})
+    if after != digest:
+        # the deploy changed one of its own inputs (a first deploy generates secrets/) and the hosts hold what it
+        # applied: record that, or the next deploy of these inputs would converge once more for nothing
+        print("deploy: recording the inputs as this deploy left them (it generated secrets)")
+        _playbook(args, "fingerprint.yml", {"kvtestbed_deploy_fingerprint": after}, strategy_env=with_strategy)
+    return code
 
 
 def cmd_agent(args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@ killed build's leftovers removed without touching a build that still runs."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -77,3 +79,36 @@ def test_labs_starting_side_by_side_build_once(tmp_path, monkeypatch):
     with ThreadPoolExecutor(4) as pool:
         changed = list(pool.map(lab, range(4)))
     assert len(builds) == 1 and sorted(changed) == [False, False, False, True]
+
+
+def test_a_foreign_architecture_is_an_image_of_its_own_and_the_native_id_stays():
+    arm = image.Recipe(RECIPE.suite, RECIPE.mirror, "", RECIPE.packages, RECIPE.setup, arch="arm64")
+    native = image.Recipe(RECIPE.suite, RECIPE.mirror, "", RECIPE.packages, RECIPE.setup)
+    # the id of a native recipe is what it was before architectures existed: cached images stay valid
+    before = json.dumps({"suite": "bookworm", "mirror": RECIPE.mirror, "security": "", "setup": "true\n", "trust": "",
+                         "packages": sorted(RECIPE.packages)}, sort_keys=True)
+    assert native.id() == hashlib.sha256(before.encode()).hexdigest()[:12]
+    assert arm.id() != native.id()
+    assert (arm.name, native.name) == ("bookworm-arm64", "bookworm")
+    base = "/cache/bookworm"
+    assert image._same_kind(base, f"{base}-{native.id()}")
+    assert not image._same_kind(base, f"/cache/bookworm-arm64-{arm.id()}")  # never collected as an old native one
+    assert not image._same_kind(base, f"{base}-{native.id()}.lock")
+    assert image._same_kind("/cache/bookworm-arm64", f"/cache/bookworm-arm64-{arm.id()}")
+
+
+@pytest.mark.parametrize(("entry", "ok"), [
+    ("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\noffset 0\n", True),
+    ("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: P\n", False),  # no F: not in containers
+    ("disabled\nflags: PF\n", False),
+    (None, False),  # qemu-user-static not installed
+])
+def test_emulation_is_checked_before_a_foreign_image_is_built(tmp_path, entry, ok):
+    if entry is not None:
+        (tmp_path / "qemu-aarch64").write_text(entry)
+    if ok:
+        image.check_emulation("arm64", str(tmp_path))
+        return
+    with pytest.raises(LabError, match=r"^arm64 lab hosts need QEMU user emulation: apt install qemu-user-static "
+                                       r"binfmt-support \(then .*/qemu-aarch64 must say enabled, flags with F\)$"):
+        image.check_emulation("arm64", str(tmp_path))

@@ -78,3 +78,12 @@ def test_bad_profile_values():
 def test_down_skips_host_checks():
     result = plan(hosts(("pi-1", "", "nope")), validate_hosts=False)
     assert result["hosts"] == []
+
+
+def test_a_profiles_userland_is_carried_and_checked():
+    profiles = {**PROFILES, "pi4b-arm64": {**PROFILES["pi4b"], "userland": "arm64"}}
+    result = lab_plan.build_plan(hosts(("pi-1", "198.18.0.11", "pi4b"), ("a64-1", "198.18.0.12", "pi4b-arm64")),
+                                 SUBNET, "", profiles)
+    assert [(h["name"], h["userland"]) for h in result["hosts"]] == [("pi-1", ""), ("a64-1", "arm64")]
+    with pytest.raises(lab_plan.PlanError, match=r"^lab_hardware_profiles.odd.userland 'sparc': use one of arm64, "):
+        lab_plan.build_plan(hosts(("pi-1", "198.18.0.11", "odd")), SUBNET, "", {"odd": {"userland": "sparc"}})

@@ -34,6 +34,7 @@ options:
   bridge: {type: str, default: "", description: Lab bridge.}
   image: {type: path, default: "", description: Base image root (required when running).}
   image_id: {type: str, default: "", description: Recipe hash of the image; a new one recreates the host.}
+  foreign_images: {type: dict, default: {}, description: "Images of foreign architectures (lab_image's foreign): a host whose userland is one boots on it under QEMU user emulation."}
   hosts_dir: {type: path, required: true, description: Where host roots and state live.}
   ssh_key: {type: path, default: "", description: The lab's private key (ed25519); generated when missing, its public half is what root trusts.}
   boot_timeout: {type: int, default: 60, description: Seconds to wait for sshd to answer.}
@@ -60,6 +61,7 @@ def main():
             bridge=dict(type="str", default=""),
             image=dict(type="path", default=""),
             image_id=dict(type="str", default=""),
+            foreign_images=dict(type="dict", default={}),
             hosts_dir=dict(type="path", required=True),
             ssh_key=dict(type="path", default=""),
             boot_timeout=dict(type="int", default=60),
@@ -74,7 +76,8 @@ def main():
     p = module.params
     running = p["state"] == "running"
     lab = Lab(hosts_dir=p["hosts_dir"], prefix=p["prefix"], gateway=p["gateway"], bridge=p["bridge"],
-              image=p["image"], image_id=p["image_id"], boot_timeout=p["boot_timeout"], runtime=p["runtime"])
+              image=p["image"], image_id=p["image_id"], boot_timeout=p["boot_timeout"], runtime=p["runtime"],
+              foreign_images=p["foreign_images"])
     if running:
         missing = [key for key in ("image", "gateway", "bridge", "ssh_key") if not p[key]]
         if missing:

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kvtestbed.lab import runtime as rt
@@ -26,6 +26,8 @@ NEEDLE = "systemd-nspawn"
 PROPAGATE_DIR = "/run/systemd/nspawn/propagate"
 # systemd stops a unit within its own stop timeout (90 s by default); wait a little longer than that
 UNIT_STOP_TIMEOUT = 120.0
+# an emulated host's poweroff from inside (every unit stopped by emulated binaries): seconds, then the usual stop
+EMULATED_POWEROFF_TIMEOUT = 60.0
 
 
 def unit_name(name: str) -> str:
@@ -45,6 +47,8 @@ class Lab:
     ssh_pubkey: str = ""
     boot_timeout: int = 60
     runtime: str = "auto"  # auto, systemd (transient units) or detached (a process per host, PID file)
+    # images of foreign architectures: {"arm64": {"path": ..., "id": ...}} for hosts whose userland is one
+    foreign_images: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -54,10 +58,12 @@ class HostSpec:
     memory_mb: int = 0
     cpu_quota_percent: int = 0
     link_mbit: int = 0
+    userland: str = ""  # a foreign Debian architecture (arm64) run under QEMU user emulation, or "" (native)
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any]) -> HostSpec:
-        known = {key: spec[key] for key in ("address", "memory_mb", "cpu_quota_percent", "link_mbit") if key in spec}
+        keys = ("address", "memory_mb", "cpu_quota_percent", "link_mbit", "userland")
+        known = {key: spec[key] for key in keys if key in spec and spec[key] is not None}
         return cls(name=spec["name"], **known)
 
 
@@ -75,6 +81,10 @@ class Host:
             runtime = "systemd" if rt.systemd_is_pid1() else "detached"
         self.runtime = runtime
         self.needle = f"-M {spec.name} "
+        native = {"path": lab.image, "id": lab.image_id}
+        image = lab.foreign_images.get(spec.userland, {}) if spec.userland else native
+        self.image, self.image_id = str(image.get("path", "")), str(image.get("id", ""))
+        self.emulated = bool(image.get("emulated"))  # its binaries run under QEMU user emulation
 
     # ---- persisted state -------------------------------------------------------------------------
     def load(self) -> dict[str, Any]:
@@ -95,7 +105,7 @@ class Host:
         """What, once changed, needs the host restarted (its address, limits, link or base image)."""
         s, lab = self.spec, self.lab
         values = [s.address, lab.prefix, lab.gateway, lab.bridge, s.memory_mb, s.cpu_quota_percent, s.link_mbit,
-                  lab.image_id]
+                  self.image_id]
         return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:12]
 
     # ---- process -----------------------------------------------------------------------------
@@ -150,6 +160,8 @@ class Host:
         state["started"] = time.time()
 
     def stop(self, state: dict[str, Any]) -> None:
+        if self.emulated or state.get("emulated"):  # a host no longer listed knows it from its state
+            self.power_off()
         if self.runtime == "systemd":
             run(["systemctl", "stop", unit_name(self.name)], check=False, timeout=UNIT_STOP_TIMEOUT)
         elif not rt.terminate(rt.read_pid(self.pid_path), self.needle):
@@ -163,14 +175,28 @@ class Host:
                 os.rmdir(os.path.dirname(path))  # the shared kvtestbed-lab parent, once empty
         state["cgroups"] = []
 
+    def power_off(self, timeout: float = EMULATED_POWEROFF_TIMEOUT) -> None:
+        """Under QEMU user emulation the container's systemd misreads the real-time signals nspawn's stop sends
+        (it lands in rescue mode and waits out its timeout): ask it to power off from inside, bounded."""
+        leader = self.leader()
+        if not leader:
+            return
+        run(["nsenter", "-t", str(leader), "-m", "-u", "-i", "-n", "-p", "systemctl", "poweroff", "--no-block"],
+            check=False, timeout=30)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.running():
+            time.sleep(0.2)
+
     # ---- filesystem ----------------------------------------------------------------------------
     def mount(self) -> bool:
         for sub in ("upper", "work", "root"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         if rt.is_mounted(self.root):
             return False
+        if not self.image:
+            raise LabError(f"host {self.name}: no {self.spec.userland} image was built for it")
         options = "lowerdir={},upperdir={},workdir={}".format(
-            os.path.realpath(self.lab.image), os.path.join(self.dir, "upper"), os.path.join(self.dir, "work"))
+            os.path.realpath(self.image), os.path.join(self.dir, "upper"), os.path.join(self.dir, "work"))
         run(["mount", "-t", "overlay", "overlay", "-o", options, self.root])
         return True
 
@@ -191,6 +217,7 @@ class Host:
             self._put("/etc/machine-id", machine_id + "\n", 0o444),
             self._put("/etc/systemd/network/10-lab.network", network),
             self._put("/root/.ssh/authorized_keys", lab.ssh_pubkey.strip() + "\n", 0o600),
+            self.emulated and self._address_unit(),
         ])
         os.chmod(os.path.join(self.root, "root/.ssh"), 0o700)
         hosts_file = os.path.join(self.root, "etc/hosts")
@@ -207,6 +234,26 @@ class Host:
             changed = True
         if not os.path.exists(os.path.join(self.root, "etc/ssh/ssh_host_ed25519_key")):
             run(["ssh-keygen", "-A", "-f", self.root])
+            changed = True
+        return changed
+
+    def _address_unit(self) -> bool:
+        """systemd-networkd cannot run under QEMU user emulation (it needs NETLINK_GENERIC, which QEMU refuses;
+        the emulated image masks it): a oneshot unit gives host0 the address networkd would have."""
+        spec, lab = self.spec, self.lab
+        unit = ("[Unit]\nDescription=kvtestbed lab address on host0 (networkd cannot run under QEMU user emulation)\n"
+                "DefaultDependencies=no\nBefore=network.target ssh.service\nWants=network.target\n\n"
+                "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+                "ExecStart=/usr/sbin/ip link set host0 up\n"
+                f"ExecStart=/usr/sbin/ip address replace {spec.address}/{lab.prefix} dev host0\n"
+                f"ExecStart=/usr/sbin/ip route replace default via {lab.gateway}\n\n"
+                "[Install]\nWantedBy=multi-user.target\n")
+        name = "kvtestbed-lab-address.service"
+        changed = self._put(f"/etc/systemd/system/{name}", unit)
+        link = os.path.join(self.root, "etc/systemd/system/multi-user.target.wants", name)
+        if not os.path.islink(link):
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(f"/etc/systemd/system/{name}", link)
             changed = True
         return changed
 
@@ -272,7 +319,7 @@ def ensure_running(host: Host) -> tuple[bool, dict[str, Any]]:
     spec, lab = host.spec, host.lab
     state = host.load()
     changed = False
-    if state and state.get("image_id") != lab.image_id:
+    if state and state.get("image_id") != host.image_id:
         host.stop(state)  # a new base image means a fresh host, as a re-imaged machine would be
         host.wipe()
         state, changed = {}, True
@@ -281,7 +328,7 @@ def ensure_running(host: Host) -> tuple[bool, dict[str, Any]]:
         changed = True
     changed |= host.mount()
     changed |= host.configure()
-    state.update({"name": spec.name, "address": spec.address, "image_id": lab.image_id,
+    state.update({"name": spec.name, "address": spec.address, "image_id": host.image_id, "emulated": host.emulated,
                   "fingerprint": host.fingerprint(), "root": host.root})
     boot_seconds = None
     if not host.running():

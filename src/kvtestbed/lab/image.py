@@ -8,6 +8,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,13 +33,21 @@ class Recipe:
     packages: list[str]
     setup: str
     trust: str = ""  # the controller's CA bundle text, or empty
+    arch: str = ""  # a Debian architecture other than the controller's (run under QEMU user emulation), or ""
 
     def id(self) -> str:
-        recipe = json.dumps({"suite": self.suite, "mirror": self.mirror, "security": self.security_mirror,
-                             "packages": sorted(self.packages), "setup": self.setup,
-                             "trust": hashlib.sha256(self.trust.encode()).hexdigest() if self.trust else ""},
-                            sort_keys=True)
+        fields = {"suite": self.suite, "mirror": self.mirror, "security": self.security_mirror,
+                  "packages": sorted(self.packages), "setup": self.setup,
+                  "trust": hashlib.sha256(self.trust.encode()).hexdigest() if self.trust else ""}
+        if self.arch:  # only then: the controller's own image keeps the id (and the cache) it had
+            fields["arch"] = self.arch
+        recipe = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        """The image's directory name without its id: the suite, and the architecture when foreign."""
+        return f"{self.suite}-{self.arch}" if self.arch else self.suite
 
 
 @dataclass
@@ -48,6 +57,41 @@ class ImageResult:
     changed: bool
     build_seconds: float = 0.0
     mirrors: dict[str, str] = field(default_factory=dict)
+
+
+# Debian architecture -> the QEMU user emulator binfmt_misc registers for it (Debian's qemu-user-static)
+QEMU_NAMES = {"arm64": "aarch64", "armhf": "arm", "amd64": "x86_64"}
+BINFMT_DIR = "/proc/sys/fs/binfmt_misc"
+
+
+def native_arch() -> str:
+    """The controller's Debian architecture (dpkg's name: amd64, arm64, armhf)."""
+    _, out, _ = run(["dpkg", "--print-architecture"])
+    return out.strip()
+
+
+def foreign_arch(arch: str) -> str:
+    """"" for the controller's own architecture (or none given), else the architecture, checked."""
+    if not arch or arch == native_arch():
+        return ""
+    if arch not in QEMU_NAMES:
+        raise LabError(f"lab image architecture {arch!r}: use one of {', '.join(sorted(QEMU_NAMES))}")
+    return arch
+
+
+def check_emulation(arch: str, binfmt_dir: str = BINFMT_DIR) -> None:
+    """A foreign architecture's binaries must run here, in containers too: QEMU registered with binfmt_misc's F
+    flag (the interpreter opened once, at registration, so a container's root need not hold it)."""
+    entry = os.path.join(binfmt_dir, f"qemu-{QEMU_NAMES[arch]}")
+    try:
+        with open(entry) as handle:
+            text = handle.read()
+    except OSError:
+        text = ""
+    flags = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("flags:")), "")
+    if not text.startswith("enabled") or "F" not in flags:
+        raise LabError(f"{arch} lab hosts need QEMU user emulation: apt install qemu-user-static binfmt-support "
+                       f"(then {entry} must say enabled, flags with F)")
 
 
 def resolve_mirrors(mirror: str, security_mirror: str) -> tuple[str, str]:
@@ -113,7 +157,8 @@ def build(target: str, recipe: Recipe) -> None:
     staging = f"{target}.build-{os.getpid()}"
     os.makedirs(os.path.dirname(target), exist_ok=True)
     try:
-        run(["debootstrap", "--variant=minbase", "--include=" + ",".join(recipe.packages),
+        arch = [f"--arch={recipe.arch}"] if recipe.arch else []
+        run(["debootstrap", "--variant=minbase", *arch, "--include=" + ",".join(recipe.packages),
              recipe.suite, staging, recipe.mirror], timeout=BOOTSTRAP_TIMEOUT)
         setup_path = os.path.join(staging, "root", ".lab-setup.sh")
         env_path = os.path.join(staging, "root", ".lab-setup.env")
@@ -161,10 +206,17 @@ def _build_lock(target: str, timeout: float) -> Iterator[None]:
         yield
 
 
+def _same_kind(base: str, path: str) -> bool:
+    """Is path an image of base's suite and architecture (bookworm-<id>, not bookworm-arm64-<id>)?"""
+    return re.fullmatch(re.escape(base) + r"-[0-9a-f]{12}", path) is not None
+
+
 def ensure_image(cache_dir: str, recipe: Recipe, check_mode: bool = False) -> ImageResult:
     """The image for the recipe under cache_dir, built when missing; older images no host uses go."""
     image_id = recipe.id()
-    base = os.path.join(cache_dir, recipe.suite)
+    if recipe.arch:
+        check_emulation(recipe.arch)
+    base = os.path.join(cache_dir, recipe.name)
     target = f"{base}-{image_id}"
     mirrors = {"mirror": recipe.mirror, "security_mirror": recipe.security_mirror}
     if os.path.isdir(target):
@@ -175,14 +227,14 @@ def ensure_image(cache_dir: str, recipe: Recipe, check_mode: bool = False) -> Im
         if os.path.isdir(target):  # built by another lab while this one waited
             return ImageResult(target, image_id, changed=False, mirrors=mirrors)
         for leftover in glob.glob(base + "-*.build-*"):
-            if _dead_staging(leftover):
+            if _same_kind(base, leftover.split(".build-")[0]) and _dead_staging(leftover):
                 discard(leftover)
         started = time.monotonic()
         build(target, recipe)
         elapsed = round(time.monotonic() - started, 1)
     # older recipes are garbage once no host root is stacked on them
     for old in glob.glob(base + "-*"):
-        if old != target and not old.endswith(".lock") and ".build-" not in old and not _in_use(old):
+        if old != target and _same_kind(base, old) and not _in_use(old):
             discard(old)
             with contextlib.suppress(FileNotFoundError):
                 os.remove(old + ".lock")

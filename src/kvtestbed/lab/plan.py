@@ -12,7 +12,9 @@ from kvtestbed.lab.runtime import LabError
 MAX_NAME = 12
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
-PROFILE_KEYS = {"memory_mb", "cpu_quota_percent", "link_mbit", "emulates", "description"}
+PROFILE_KEYS = {"memory_mb", "cpu_quota_percent", "link_mbit", "emulates", "description", "userland"}
+# Debian architectures a host's root may have besides the controller's (QEMU user emulation runs it)
+USERLANDS = ("arm64", "armhf", "amd64")
 
 
 class PlanError(LabError):
@@ -28,7 +30,11 @@ def _profile(name: str, profiles: dict[str, dict[str, Any]]) -> dict[str, Any]:
         value = spec.get(key, 0)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise PlanError(f"lab_hardware_profiles.{name}.{key} must be a whole number >= 0, not {value!r}")
+    userland = spec.get("userland", "")
+    if userland and userland not in USERLANDS:
+        raise PlanError(f"lab_hardware_profiles.{name}.userland {userland!r}: use one of {', '.join(USERLANDS)}")
     return {
+        "userland": userland,
         "memory_mb": spec.get("memory_mb", 0),
         "cpu_quota_percent": spec.get("cpu_quota_percent", 0),
         "link_mbit": spec.get("link_mbit", 0),
