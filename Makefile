@@ -7,7 +7,7 @@ INVENTORY ?= inventory/lab
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help deps keydb venv install lint unit ansible-test integration lab-test molecule test demo bench lab-up lab-down lab-status deploy clean
+.PHONY: help deps keydb venv install lint unit ansible-test integration lab-test molecule test demo bench lab-up lab-down lab-status deploy keydb-arm64 clean
 
 help:
 	@echo "make demo   - venv, install, lab up, deploy, scenarios/demo.yml and its report (needs root)"
@@ -87,6 +87,11 @@ demo: deps install keydb
 
 bench: deps install
 	$(BIN)/pytest -q -m bench tests/bench -s
+
+# KeyDB's aarch64 build as the kvstore role does it for a Pi: on a pi4b-arm64 lab host (QEMU user emulation), the
+# bundle fetched back into the controller's cache. Slow (compiling under emulation): not part of `make test`.
+keydb-arm64: deps install
+	$(BIN)/pytest -q -s -rs -p no:cacheprovider --timeout 10800 tests/emulated/test_keydb_aarch64_build.py
 
 lab-up: install
 	$(BIN)/kvtestbed lab up
