@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from tests.support.binaries import unavailable
-from tests.support.lab import kvtestbed, lab_vars, ssh
+from tests.support.lab import kvtestbed, lab_vars, run_playbook, ssh
 
 LAB = "a64lab"
 SUBNET = "198.18.93"
@@ -63,6 +63,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     try:
         up = kvtestbed("lab", "up", "--inventory", str(inventory), timeout=2400)
         assert up.returncode == 0, up.stderr[-3000:]
+        # the firewall left on is stopped by one line that says what to set (nft cannot work under QEMU)
+        firewall_on = '{"common_firewall_enabled": true}'
+        refused = run_playbook(inventory, "playbooks/common.yml", "-e", firewall_on, check=False)
+        assert refused.returncode != 0, refused.stdout[-3000:]
+        assert "nft cannot reach this host's kernel" in refused.stdout, refused.stdout[-3000:]
+        assert "set common_firewall_enabled: false for it" in refused.stdout, refused.stdout[-3000:]
         deploy = kvtestbed("deploy", "--inventory", str(inventory), timeout=2400)
         assert deploy.returncode == 0, (deploy.stdout[-5000:], deploy.stderr[-3000:])
         yield {"inventory": inventory, "secrets": secrets, "up": up.stdout, "deploy": deploy.stdout}
