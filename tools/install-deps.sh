@@ -9,7 +9,8 @@ packages=(systemd-container debootstrap nftables iproute2 openssh-client rsync p
           # the pi4b-arm64 lab host: an arm64 userland run under QEMU user emulation (binfmt_misc)
           qemu-user-static binfmt-support
           # KeyDB is built once on the controller from a release archive (make keydb, roles/kvstore)
-          build-essential autoconf libtool tcl uuid-dev libcurl4-openssl-dev libssl-dev libsystemd-dev pkg-config)
+          build-essential autoconf libtool tcl uuid-dev libcurl4-openssl-dev libssl-dev libsystemd-dev pkg-config
+          zlib1g-dev)
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 # what `make BUILD_TLS=yes USE_SYSTEMD=yes` needs beyond a compiler (Debian package names; the role installs them
 # on a build host, tools/install-deps.sh on the controller)
-BUILD_HEADERS = ("libssl-dev", "libsystemd-dev", "uuid-dev", "libcurl4-openssl-dev")
+BUILD_HEADERS = ("libssl-dev", "libsystemd-dev", "uuid-dev", "libcurl4-openssl-dev", "zlib1g-dev")
 BUILD_TOOLS = ("make", "gcc", "g++", "pkg-config", "autoconf", "libtoolize", "tclsh")
 BINARIES = ("keydb-server", "keydb-cli", "keydb-benchmark", "keydb-check-aof", "keydb-check-rdb", "keydb-sentinel")
 
@@ -88,7 +88,8 @@ def _run_logged(argv: list[str], cwd: Path, log: Path, what: str) -> None:
         result = subprocess.run(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise Failure(f"{tail}\nkeydb build: {what} failed (exit {result.returncode}); full log: {log}")
+        # the summary first: a deploy shows a failure's first line (the tail's first line was a compiler warning)
+        raise Failure(f"keydb build: {what} failed (exit {result.returncode}); full log: {log}\n{tail}")
 
 
 def check_runs(server: Path) -> str:
