@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 
 from kvtestbed.inventory import Host
@@ -64,8 +65,9 @@ class Remote:
         self.local = is_local(host)
         self.multiplex = multiplex and not self.local
         self._own_dir = runtime_dir is None
-        # unix socket paths are short (108 bytes): a short private directory and ssh's %C hash fit
-        self._dir = runtime_dir or tempfile.mkdtemp(prefix="kvt-ssh-")
+        # unix socket paths are short (108 bytes): a short private directory and ssh's %C hash fit; made only when
+        # a master will live there, so a Remote that never multiplexes leaves nothing in /tmp
+        self._dir = runtime_dir or (tempfile.mkdtemp(prefix="kvt-ssh-") if self.multiplex else "")
         self._control = os.path.join(self._dir, "%C")
 
     def _base(self) -> list[str]:
@@ -140,7 +142,7 @@ class Remote:
 
     def close(self) -> None:
         self.drop_master()
-        if self._own_dir:
+        if self._own_dir and self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
 
     def drop_master(self) -> None:
@@ -163,19 +165,25 @@ class Remotes:
 
     def __init__(self, multiplex: bool = True) -> None:
         self.multiplex = multiplex
-        self._dir = tempfile.mkdtemp(prefix="kvt-ssh-")
+        self._dir = ""  # made with the first Remote: a fault context that never connects leaves nothing in /tmp
         self._open: dict[str, Remote] = {}
+        self._lock = threading.Lock()  # fault threads open their hosts' Remotes side by side
 
     def __call__(self, host: Host) -> Remote:
-        if host.name not in self._open:
-            self._open[host.name] = Remote(host, self.multiplex, runtime_dir=self._dir)
-        return self._open[host.name]
+        with self._lock:
+            if host.name not in self._open:
+                if not self._dir:
+                    self._dir = tempfile.mkdtemp(prefix="kvt-ssh-")
+                self._open[host.name] = Remote(host, self.multiplex, runtime_dir=self._dir)
+            return self._open[host.name]
 
     def close(self) -> None:
         for remote in self._open.values():
             remote.close()
         self._open.clear()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = ""
 
     def __enter__(self) -> Remotes:
         return self

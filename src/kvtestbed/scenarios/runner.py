@@ -126,7 +126,11 @@ def run_file(path: Path, options: RunOptions) -> list[RunOutcome]:
     outcomes = []
     for scenario in scenarios:
         for repeat in range(1, (options.repeats or scenario.repeats) + 1):
-            outcomes.append(ScenarioRun(scenario, inventory, options, repeat).execute())
+            run = ScenarioRun(scenario, inventory, options, repeat)
+            try:
+                outcomes.append(run.execute())
+            finally:  # also when the run stops early (a refusal, an error): its SSH masters and their directory go
+                run.remotes.close()
     return outcomes
 
 
