@@ -111,7 +111,7 @@ def ensure_stream(target: JetStreamTarget, replicas: int) -> None:
     try:
         client = connect_blocking(target, loop, "kvtestbed-ensure-stream")
         try:
-            loop.run(_ensure(client, target, replicas), 15)
+            loop.run(_ensure(client, target, replicas), PLACEMENT_WAIT_S + 15)
         finally:
             loop.run(client.close(), 5)
     except (nats.errors.Error, FutureTimeout) as err:
@@ -120,12 +120,28 @@ def ensure_stream(target: JetStreamTarget, replicas: int) -> None:
         loop.close()
 
 
+# JetStream's "no suitable peers for placement": right after a cluster (re)starts, the meta leader may not yet see
+# every peer as online (seen in CI on a loaded machine); asked again, bounded, until the peers are current
+NO_PLACEMENT_ERR_CODE = 10005
+PLACEMENT_WAIT_S = 10.0
+
+
 async def _ensure(client: NatsClient, target: JetStreamTarget, replicas: int) -> None:
     js = client.jetstream(timeout=10)
     try:
         await js.stream_info(target.stream)
+        return
     except nats.js.errors.NotFoundError:
-        await js.add_stream(name=target.stream, subjects=[target.subject], num_replicas=replicas)
+        pass
+    deadline = time.monotonic() + PLACEMENT_WAIT_S
+    while True:
+        try:
+            await js.add_stream(name=target.stream, subjects=[target.subject], num_replicas=replicas)
+            return
+        except nats.js.errors.BadRequestError as err:
+            if err.err_code != NO_PLACEMENT_ERR_CODE or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.25)
 
 
 async def _settled(client: NatsClient, target: JetStreamTarget, timeout_s: float) -> int:
