@@ -81,9 +81,20 @@ def test_every_event_routed_to_exactly_one_route(
             body = series(agg_port)
             return body if body["audit"]["distinct"] >= count else None
 
-        body = wait_until(done, 60, 0.5, "all events routed")
-        time.sleep(1.0)  # let a redelivery, if any, show up
-        body = series(agg_port)
+        wait_until(done, 60, 0.5, "all events routed")
+
+        def settled() -> bool:
+            """Both routes have seen every event and JetStream holds none unacked for them: nothing is left that
+            could be redelivered and routed twice after the audit below."""
+            routes = [a.summary() for a in agents[:2]]
+            return all(r["routed"] + r["skipped"] >= count and r["pending"] == 0 and r["ack_pending"] == 0
+                       for r in routes)  # fmt: skip
+
+        wait_until(settled, 30, 0.2, "every event acked by both routes")
+        # every event was stored before this second ended; the series serves complete seconds only
+        settled_at = int(time.time())
+        body = wait_until(lambda: (b := series(agg_port))["last"] >= settled_at and b, 10, 0.1,
+                          "a series whose last complete second is the one every event was acked in")  # fmt: skip
         dumps = finish(agents)
     finally:
         for agent in agents:
@@ -119,9 +130,15 @@ def test_pipeline_resumes_after_restarts(tmp_path: Path, redis_server: RedisServ
         tmp_path, "resume", redis_server, nats_server, {"rate": 1000, "count": count, "name": "p"}
     )
     try:
-        time.sleep(1.5)
+
+        def published() -> int:
+            return int(agents[-1].summary().get("published", 0))
+
+        # each restart mid-run (6,000 events at 1,000/s): after some events went through, before the producer ends
+        wait_until(lambda: published() >= 1000, 30, 0.05, "1,000 events published before the NATS restart")
         nats_server.restart(down_s=0.5)  # the stream is on disk: it survives
-        time.sleep(1.0)
+        after_nats = published()
+        wait_until(lambda: published() >= after_nats + 500, 30, 0.05, "publishing again after the NATS restart")
         redis_server.restart(down_s=0.5)  # no persistence: ledger and series so far are gone
         wait_until(lambda: all(a.proc and a.proc.poll() is None for a in agents), 5, what="agents alive")
         dumps_live = wait_until(lambda: (s := agents[-1].summary())["done"] and s, 60, 0.5, "producer done")
