@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,6 +142,28 @@ def test_no_test_edits_sys_path() -> None:
     assert len(files) >= 20
     edits = [f"{p.relative_to(ROOT)}:{line}" for p in files for line in sys_path_edits(p.read_text())]
     assert edits == [], "tests import helpers as tests.support (pyproject pythonpath), never via sys.path"
+
+
+# --- unit tests run no playbook: those are tests/ansible, tests/lab or a role's Molecule scenario -----------------
+
+def playbook_runs(source: str) -> list[int]:
+    """Lines of string constants naming the ansible-playbook or molecule executable."""
+    return sorted(node.lineno for node in ast.walk(ast.parse(source))
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                  and re.search(r"(^|/)(ansible-playbook|molecule)$", node.value.strip()))  # fmt: skip
+
+
+def test_playbook_run_checker_finds_planted_runs() -> None:
+    source = ('import subprocess\nsubprocess.run(["ansible-playbook", "site.yml"])\nBIN = ROOT / "ansible-playbook"\n'
+              'subprocess.run([".venv/bin/molecule", "test"])\nsubprocess.run(["ansible-inventory", "--list"])\n')
+    assert playbook_runs(source) == [2, 3, 4]
+
+
+def test_no_unit_test_runs_a_playbook() -> None:
+    files = [p for p in sorted((ROOT / "tests" / "unit").rglob("*.py")) if p.name != "test_layout.py"]
+    assert len(files) >= 20
+    runs = [f"{p.relative_to(ROOT)}:{line}" for p in files for line in playbook_runs(p.read_text())]
+    assert runs == [], "a test that runs ansible-playbook or molecule belongs in tests/ansible (or tests/lab, Molecule)"
 
 
 # --- a missing server binary is skipped only through tests/support/binaries.py (a failure under CI=true) ------
