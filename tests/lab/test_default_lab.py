@@ -77,6 +77,24 @@ def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
         return json.loads(answer.read())["data"]["result"]
 
 
+@pytest.mark.parametrize(
+    ("host", "config", "flags"),
+    [
+        # observer-1's listeners (K$) and the expiry consumers on the Sentinel name `redis` (Ex), on every node
+        ("pi-3", "/etc/redis/redis-6379.conf", "K$Ex"),
+        ("pc-2", "/etc/valkey/valkey-6380.conf", "K$"),  # observer-valkey only
+        ("pi-2", "/etc/redis/redis-7000.conf", ""),  # the Cluster: hotkeys subscribes to nothing
+    ],
+)
+def test_keyspace_events_are_what_the_deployed_agents_need(
+    default_lab: dict[str, Any], host: str, config: str, flags: str
+) -> None:
+    """No inventory line names them: roles/kvstore derived them from the agents pointing at each deployment."""
+    line = ssh(default_lab["hosts"][host], KEY, f"grep '^notify-keyspace-events ' {config}")
+    assert line.returncode == 0, line.stderr
+    assert line.stdout.strip() == f'notify-keyspace-events "{flags}"'
+
+
 def test_every_dashboard_panel_has_data_after_every_workload_ran(default_lab: dict[str, Any], tmp_path: Path) -> None:
     results = tmp_path / "results"
     done = kvtestbed("run", str(SCENARIO), "--results", str(results), timeout=900)
