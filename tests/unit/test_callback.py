@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
+
+from tests.support.plugins import load_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_plugin(relative: str, name: str) -> ModuleType:
-    """Ansible finds callback plugins by path (ansible.cfg's callback_plugins), so the test loads it the same way."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / relative)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 callback = load_plugin("plugins/callback/kvtestbed.py", "kvtestbed_callback")

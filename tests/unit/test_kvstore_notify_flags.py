@@ -3,23 +3,11 @@ need (the agents' ACL user may not CONFIG SET them)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-PLUGIN = ROOT / "roles" / "kvstore" / "filter_plugins" / "kvstore_notify.py"
+from tests.support.plugins import load_plugin
 
-
-def _load_plugin() -> Any:
-    spec = importlib.util.spec_from_file_location("kvstore_notify_plugin", PLUGIN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-plugin = _load_plugin()
+plugin = load_plugin("roles/kvstore/filter_plugins/kvstore_notify.py", "kvstore_notify_plugin")
 
 
 def flags_for(instances: list[dict[str, Any]], *deployment: Any) -> str:

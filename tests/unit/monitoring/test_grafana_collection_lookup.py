@@ -3,7 +3,6 @@ time, a value it cannot use is refused in one line, and the repository's host is
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 from pathlib import Path
 from types import ModuleType
@@ -13,17 +12,14 @@ import pytest
 import yaml
 
 from tests.support.binaries import unavailable
+from tests.support.plugins import load_plugin
 
 ROOT = Path(__file__).resolve().parents[3]
 PLUGIN = ROOT / "roles" / "grafana" / "lookup_plugins" / "grafana_collection_default.py"
 
 
 def plugin() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("grafana_collection_default", PLUGIN)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_plugin(str(PLUGIN.relative_to(ROOT)), "grafana_collection_default")
 
 
 def installed_defaults() -> Path:

@@ -4,25 +4,18 @@ as one line."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.plugins import load_plugin
+
 ROOT = Path(__file__).resolve().parents[3]
 PLUGIN = ROOT / "roles" / "prometheus" / "filter_plugins" / "prometheus_targets.py"
 
 
-def _load_plugin() -> Any:
-    spec = importlib.util.spec_from_file_location("prometheus_targets_plugin", PLUGIN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-plugin = _load_plugin()
+plugin = load_plugin(str(PLUGIN.relative_to(ROOT)), "prometheus_targets_plugin")
 
 SETTINGS = {
     "servers_group": "monitoring",
