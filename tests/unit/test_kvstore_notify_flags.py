@@ -15,6 +15,7 @@ def flags_for(instances: list[dict[str, Any]], *deployment: Any) -> str:
     return str(plugin.kvstore_agent_notify_flags(plugin.kvstore_agent_notify_needs(instances), *deployment))
 
 union = plugin.kvstore_notify_union
+merge = plugin.kvstore_notify_merge
 
 REDIS = (["10.0.0.1", "10.0.0.2"], [6379])
 
@@ -81,3 +82,9 @@ def test_needs_name_endpoints_and_flags_but_never_a_password() -> None:
     assert need == {"agent": "observer-1", "endpoints": [["10.9.9.9", 1], ["10.0.0.2", 6379]], "masters": ["redis"],
                     "flags": "K$"}  # fmt: skip
     assert "s3cret" not in repr(need)
+
+
+def test_merge_folds_the_settings_the_agents_and_the_running_flags_into_one_value() -> None:
+    assert merge(["", "K$", "Ex"]) == "K$Ex"
+    assert merge(["Kg", "K$Ex", "K$"]) == "Kg$Ex"
+    assert merge([]) == ""

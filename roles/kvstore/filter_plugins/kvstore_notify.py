@@ -1,10 +1,10 @@
 """notify-keyspace-events from what the deployed agents need.
 
 The agents' ACL user may not CONFIG SET (a load agent must not reconfigure the system under test), so the server
-has to start with the flags every agent on it subscribes to. kvstore_agent_notify_needs reads an agent host's instances (kind + config, as
-roles/agents deploys them; playbooks/kvstore_agent_needs.yml runs it there, since another host's view of them has
-no `hostvars` to template them with); kvstore_agent_notify_flags returns the flags the agents that point at one
-deployment need: an observer's listeners keyspace events of string commands (K$), an expiry consumer the `expired`
+has to start with the flags every agent on it subscribes to. kvstore_agent_notify_needs reads an agent host's
+instances (kind + config, as roles/agents deploys them; playbooks/kvstore_agent_needs.yml runs it there, since
+another host's view of them has no `hostvars` to template them with); kvstore_agent_notify_flags returns the flags
+the agents that point at one deployment need: an observer's listeners keyspace events of string commands (K$), an expiry consumer the `expired`
 keyevents (Ex). An agent points at the deployment when one of its endpoints is an instance of it (address and
 port) or it follows a Sentinel master name that monitors it.
 """
@@ -72,10 +72,19 @@ def kvstore_agent_notify_flags(
 
 
 def kvstore_notify_union(current: str, needed: str) -> str:
-    """`current` with the flags of `needed` it lacks appended (an "A" in `current` covers the event classes)."""
+    """`current` with the flags of `needed` it lacks appended (an "A" in `current` covers the event classes; the
+    agents' kvagent.clients.keyevents.with_notify_flags applies the same rule)."""
     current = current or ""
     missing = "".join(f for f in needed if f not in current and not (f in _ALIASED_BY_A and "A" in current))
     return current + missing
+
+
+def kvstore_notify_merge(values: Iterable[str]) -> str:
+    """One notify-keyspace-events value holding every flag of `values`, the first value's flags first."""
+    merged = ""
+    for value in values:
+        merged = kvstore_notify_union(merged, value or "")
+    return merged
 
 
 class FilterModule:
@@ -83,5 +92,5 @@ class FilterModule:
         return {
             "kvstore_agent_notify_needs": kvstore_agent_notify_needs,
             "kvstore_agent_notify_flags": kvstore_agent_notify_flags,
-            "kvstore_notify_union": kvstore_notify_union,
+            "kvstore_notify_merge": kvstore_notify_merge,
         }
